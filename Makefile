@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export OMP_WAIT_POLICY ?= PASSIVE
+export MPLBACKEND ?= Agg
+
+# A Python 3.10: a working python3.10 on PATH first, then pyenv's versions folder.
+define FIND_PY310
+for c in "$$(command -v python3.10 2>/dev/null)" \
+         $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
+  if [ -n "$$c" ] && "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then \
+    echo "$$c"; exit 0; fi; \
+done; exit 1
+endef
+
+.PHONY: venv demo test bench quality clean
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@py=$$( $(FIND_PY310) ) || { echo "error: no Python 3.10 found (lava-nc 0.10 needs exactly 3.10)." \
+	  "Looked for python3.10 on PATH and in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*;" \
+	  "install one, e.g. 'pyenv install 3.10'." >&2; exit 1; }; \
+	echo "using $$py"; \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
+	  rm -rf $(VENV); "$$py" -m venv $(VENV); fi
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ipvae demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py --out benchmarks/results.md
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""ipvae: the command-line entry point (``ipvae ...``) composing neurons/, networks/, hardware/ and train/."""

@@ -1,0 +1,3 @@
+from ipvae.cli import main
+
+raise SystemExit(main())

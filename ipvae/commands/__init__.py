@@ -1,0 +1,1 @@
+"""Sub-commands of the ``ipvae`` CLI, one module each."""

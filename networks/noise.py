@@ -1,0 +1,60 @@
+"""Shared noise (DESIGN.md §2): the uniforms ξ[t, n, k] that drive every backend.
+
+Sample n's uniforms come from its own counter-based stream
+``Generator(Philox(key=[seed, offset + n]))``, drawn in (t, k) order, so a
+sample's raster depends only on the seed and its index in the data set, never
+on batch size or chunking.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+
+def sample_stream(seed: int, index: int) -> np.random.Generator:
+    """The uniform stream of the sample at ``index`` in the data set."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and sample index must be non-negative, got {seed}, {index}")
+    return np.random.Generator(np.random.Philox(key=[int(seed), int(index)]))
+
+
+def shared_uniforms(seed: int, steps: int, n: int, k: int, offset: int = 0) -> np.ndarray:
+    """ξ of shape (steps, n, k), float64 in [0, 1), exactly as DESIGN.md §2 defines."""
+    return next(uniform_blocks(seed, steps, n, k, offset, block=max(steps, 1)))
+
+
+def uniform_blocks(seed: int, steps: int, n: int, k: int, offset: int = 0,
+                   block: int = 64) -> Iterator[np.ndarray]:
+    """Yield ξ a block of steps at a time: arrays (≤block, n, k), steps in order.
+
+    Concatenated they equal ``shared_uniforms(seed, steps, n, k, offset)``; a
+    long run never holds more than one block.
+    """
+    streams = [sample_stream(seed, offset + i) for i in range(n)]
+    for start in range(0, max(steps, 1), block):
+        b = min(block, steps - start)
+        out = np.empty((b, n, k))
+        for i, g in enumerate(streams):
+            out[:, i, :] = g.random((b, k))
+        yield out
+
+
+def noise_blocks(seed: int, steps: int, n: int, k: int, offset: int = 0, noise=None,
+                 block: int = 64) -> Iterator[np.ndarray]:
+    """ξ blocks for a run: slices of an explicit ``noise`` (steps, n, k), else shared uniforms."""
+    if noise is None:
+        yield from uniform_blocks(seed, steps, n, k, offset, block)
+        return
+    for start in range(0, steps, block):
+        yield noise[start:start + block]
+
+
+def check_noise(noise, steps: int, n: int, k: int) -> np.ndarray:
+    """Validate an explicit ξ array: shape (steps, n, k), finite, within [0, 1)."""
+    noise = np.asarray(noise, dtype=np.float64)
+    if noise.shape != (steps, n, k):
+        raise ValueError(f"noise has shape {noise.shape}, expected (steps, N, K) = {(steps, n, k)}")
+    if not np.all((noise >= 0) & (noise < 1)):
+        raise ValueError("noise must hold uniforms in [0, 1) (found NaN or values outside)")
+    return noise

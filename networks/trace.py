@@ -1,0 +1,156 @@
+"""``Trace``: what a simulation returns, whichever backend ran it (DESIGN.md §4)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from networks.network import atomic_write
+
+
+@dataclass(eq=False)
+class Trace:
+    """A spiking-inference run of T steps over N inputs.
+
+    Recorded steps (all of them unless ``record=`` asked for fewer):
+
+    - ``steps`` (S,) int: which inference steps t ∈ [0, T) were kept;
+    - ``spikes`` (S, N, K) int32: spike counts z_t;
+    - ``u`` (S + 1, N, K) float64: membrane potential u_t that produced each
+      kept step's spikes, then the final potential u_T;
+    - ``recon`` (S, N, D) float64: read-out x̂_t = Φ z_t.
+
+    Kept for every step (T, N): ``step_mse`` mean squared error per pixel of
+    the spike read-out, ``step_zeros`` fraction of neurons with zero count,
+    ``step_rate`` mean firing rate (spikes/step), and ``step_rate_mse`` the MSE
+    of the rate read-out Φ e^{u_t} (NaN unless rate metrics were asked for).
+    """
+
+    x: np.ndarray
+    steps: np.ndarray
+    spikes: np.ndarray
+    u: np.ndarray
+    recon: np.ndarray
+    step_mse: np.ndarray
+    step_zeros: np.ndarray
+    step_rate: np.ndarray
+    step_rate_mse: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        """T, the number of inference steps run."""
+        return self.step_mse.shape[0]
+
+    @property
+    def full(self) -> bool:
+        """True when every step was recorded (then ``u`` is (T+1, N, K))."""
+        return len(self.steps) == self.n_steps
+
+    def mse(self) -> np.ndarray:
+        """(T,) mean squared error per pixel of the spike read-out, averaged over inputs."""
+        return self.step_mse.mean(axis=1)
+
+    def r2(self, from_rates: bool = False) -> np.ndarray:
+        """(T,) R² per input, 1 − Σ(x − x̂)² / Σ(x − x̄)², averaged over inputs.
+
+        ``from_rates`` uses x̂ = Φ e^u (needs a run with rate metrics).
+        """
+        err = self.step_rate_mse if from_rates else self.step_mse
+        if from_rates and np.isnan(err).all():
+            raise ValueError("this trace has no rate metrics; simulate with rate_metrics=True")
+        var = self.x.var(axis=1)
+        return (1.0 - err / np.where(var > 0, var, np.nan)).mean(axis=1)
+
+    def sparsity(self) -> np.ndarray:
+        """(T,) fraction of exactly-zero spike counts, averaged over inputs."""
+        return self.step_zeros.mean(axis=1)
+
+    def save(self, path) -> Path:
+        """Write to ``path`` (.npz, atomic)."""
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays["info"] = np.asarray(json.dumps(self.info, sort_keys=True))
+        return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+    @classmethod
+    def load(cls, path) -> "Trace":
+        """Read a trace written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"trace file not found: {path}")
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in (*_ARRAYS, "info") if k not in f.files]
+            if missing:
+                raise ValueError(f"{path}: not a trace file (missing {', '.join(missing)})")
+            arrays = {k: f[k] for k in _ARRAYS}
+            info = json.loads(str(f["info"]))
+        return cls(**arrays, info=info)
+
+
+_ARRAYS = ("x", "steps", "spikes", "u", "recon", "step_mse", "step_zeros", "step_rate",
+           "step_rate_mse")
+
+
+def record_steps(record, steps: int) -> np.ndarray:
+    """Normalise ``record=`` (None: all; int array / iterable of steps) to sorted unique steps."""
+    if record is None:
+        return np.arange(steps)
+    rec = np.unique(np.asarray(list(record) if not isinstance(record, np.ndarray) else record,
+                               dtype=np.int64))
+    if rec.size and (rec[0] < 0 or rec[-1] >= steps):
+        raise ValueError(f"record= steps must lie in [0, {steps}), got {rec[0]}..{rec[-1]}")
+    return rec
+
+
+class TraceRecorder:
+    """Accumulates a :class:`Trace` step by step, keeping only the requested steps.
+
+    Every backend feeds it ``(t, u_t, z_t, recon_t)`` for t = 0 … T−1 in
+    order, then ``finish(u_T)``; the metrics are computed here, once.
+    """
+
+    def __init__(self, net, x, steps, record=None, rate_metrics=False, info=None):
+        self.net, self.x, self.rate_metrics = net, x, rate_metrics
+        n, k, d = x.shape[0], net.n_latents, net.input_dim
+        self.steps = record_steps(record, steps)
+        self._slot = {int(t): i for i, t in enumerate(self.steps)}
+        s = len(self.steps)
+        self.spikes = np.zeros((s, n, k), dtype=np.int32)
+        self.u = np.zeros((s + 1, n, k))
+        self.recon = np.zeros((s, n, d))
+        self.step_mse = np.zeros((steps, n))
+        self.step_zeros = np.zeros((steps, n))
+        self.step_rate = np.zeros((steps, n))
+        self.step_rate_mse = np.full((steps, n), np.nan)
+        self.info = dict(info or {})
+
+    def add(self, t, u, z, recon):
+        """Record step t: u (N, K) potentials, z (N, K) counts, recon (N, D) = Φ z."""
+        self.step_mse[t] = np.mean((self.x - recon) ** 2, axis=1)
+        self.step_zeros[t] = np.mean(z == 0, axis=1)
+        r = np.exp(u)
+        self.step_rate[t] = r.mean(axis=1)
+        if self.rate_metrics:
+            self.step_rate_mse[t] = np.mean((self.x - r @ self.net.phi.T) ** 2, axis=1)
+        i = self._slot.get(int(t))
+        if i is not None:
+            self.spikes[i], self.u[i], self.recon[i] = z, u, recon
+
+    def finish(self, u_final) -> Trace:
+        """Close the run with the final potentials u_T (N, K) and return the Trace."""
+        self.u[-1] = u_final
+        return Trace(x=self.x, steps=self.steps, spikes=self.spikes, u=self.u,
+                     recon=self.recon, step_mse=self.step_mse, step_zeros=self.step_zeros,
+                     step_rate=self.step_rate, step_rate_mse=self.step_rate_mse,
+                     info=self.info)
+
+
+def trace_from_run(net, x, spikes, u, record=None, rate_metrics=False, info=None) -> Trace:
+    """Build a Trace from a backend's full arrays: spikes (T, N, K), u (T+1, N, K)."""
+    steps = spikes.shape[0]
+    rec = TraceRecorder(net, x, steps, record, rate_metrics, info)
+    for t in range(steps):
+        rec.add(t, u[t], spikes[t], spikes[t] @ net.phi.T)
+    return rec.finish(u[steps])
