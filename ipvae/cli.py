@@ -11,9 +11,11 @@ import importlib
 import sys
 
 COMMANDS = [
+    "ipvae.commands.demo",
     "ipvae.commands.info",
     "ipvae.commands.planted",
     "ipvae.commands.simulate",
+    "ipvae.commands.evaluate",
 ]
 
 

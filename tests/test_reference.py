@@ -1,0 +1,146 @@
+"""The reference simulator and the one ``simulate`` interface."""
+import numpy as np
+import pytest
+
+from networks import Trace, planted_network, simulate
+from networks.noise import shared_uniforms
+from neurons.poisson import membrane_update, poisson_icdf
+
+
+def test_planted_inference_reduces_error_tenfold_and_finds_the_active_units(planted):
+    net, x, codes = planted
+    trace = simulate(net, x, 201, seed=0, record=[0, 200])
+    mse = trace.mse()
+    assert mse[200] <= mse[0] / 10
+    rates = np.exp(trace.u[1])  # u at step 200
+    active = codes > 0
+    share = (rates * active).sum(axis=1) / rates.sum(axis=1)
+    assert share.min() > 0.8
+    # Each active unit's rate is of the order of its planted code.
+    ratio = rates[active] / codes[active]
+    assert 0.3 < np.median(ratio) < 2.0
+
+
+def test_reference_follows_the_design_recurrence_step_by_step(planted):
+    net, x, _ = planted
+    steps = 12
+    xi = shared_uniforms(5, steps, len(x), net.n_latents)
+    trace = simulate(net, x, steps, seed=5)
+    u = np.broadcast_to(net.u0, (len(x), net.n_latents))
+    for t in range(steps):
+        np.testing.assert_array_equal(trace.u[t], u)
+        z = poisson_icdf(xi[t], np.exp(u))
+        np.testing.assert_array_equal(trace.spikes[t], z)
+        recon = z @ net.phi.T
+        np.testing.assert_allclose(trace.recon[t], recon, rtol=1e-12, atol=1e-12)
+        fb = ((x - recon) / net.sigma2) @ net.phi
+        u = membrane_update(u, fb, net.eta, net.bias, net.clamp_u, net.clamp_du)
+        assert trace.step_mse[t] == pytest.approx(np.mean((x - recon) ** 2, axis=1))
+    np.testing.assert_allclose(trace.u[steps], u, rtol=0, atol=1e-12)
+
+
+def test_same_seed_same_trace_different_seed_differs(planted):
+    net, x, _ = planted
+    a, b, c = (simulate(net, x, 30, seed=s) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a.spikes, b.spikes)
+    np.testing.assert_array_equal(a.u, b.u)
+    assert not np.array_equal(a.spikes, c.spikes)
+
+
+def test_sample_raster_does_not_depend_on_batch_or_block_size(planted):
+    net, x, _ = planted
+    whole = simulate(net, x, 40, seed=3)
+    for n in (0, 5):
+        alone = simulate(net, x[n], 40, seed=3, offset=n)
+        np.testing.assert_array_equal(alone.spikes[:, 0], whole.spikes[:, n])
+        np.testing.assert_allclose(alone.u[:, 0], whole.u[:, n], rtol=0, atol=1e-12)
+    from networks import reference
+
+    blocky = reference.run(net, x, 40, seed=3, block=7)
+    np.testing.assert_array_equal(blocky.spikes, whole.spikes)
+
+
+def test_explicit_noise_equals_the_shared_streams(planted):
+    net, x, _ = planted
+    xi = shared_uniforms(9, 15, len(x), net.n_latents, offset=2)
+    a = simulate(net, x, 15, seed=9, offset=2)
+    b = simulate(net, x, 15, noise=xi)
+    np.testing.assert_array_equal(a.spikes, b.spikes)
+    with pytest.raises(ValueError, match="noise has shape"):
+        simulate(net, x, 14, noise=xi)
+    with pytest.raises(ValueError, match="uniforms in"):
+        simulate(net, x, 15, noise=xi + 1)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e6, -1e6])
+def test_no_nan_or_inf_for_huge_or_zero_inputs(planted, scale):
+    net, x, _ = planted
+    xs = np.zeros_like(x) if scale == 0 else x / np.abs(x).max() * scale
+    trace = simulate(net, xs, 50, rate_metrics=True)
+    for name in ("spikes", "u", "recon", "step_mse", "step_rate", "step_rate_mse"):
+        assert np.all(np.isfinite(getattr(trace, name))), name
+    assert trace.u.max() <= net.clamp_u and trace.u.min() >= -8.0 - 1e-6
+
+
+def test_record_keeps_only_requested_steps_and_all_metrics(planted, tmp_path):
+    net, x, _ = planted
+    full = simulate(net, x, 30, seed=4, rate_metrics=True)
+    part = simulate(net, x, 30, seed=4, record=[3, 29], rate_metrics=True)
+    assert part.spikes.shape == (2, len(x), net.n_latents)
+    assert part.u.shape == (3, len(x), net.n_latents)
+    np.testing.assert_array_equal(part.spikes, full.spikes[[3, 29]])
+    np.testing.assert_array_equal(part.u, full.u[[3, 29, 30]])
+    np.testing.assert_array_equal(part.step_mse, full.step_mse)
+    np.testing.assert_array_equal(part.r2(from_rates=True), full.r2(from_rates=True))
+    assert full.full and not part.full
+    empty = simulate(net, x, 30, record=[])
+    assert empty.spikes.shape[0] == 0 and empty.mse().shape == (30,)
+    with pytest.raises(ValueError, match="record"):
+        simulate(net, x, 30, record=[30])
+    # Trace files round-trip.
+    back = Trace.load(part.save(tmp_path / "t.npz"))
+    for name in ("spikes", "u", "recon", "step_mse", "steps", "x"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(part, name))
+    assert back.info["backend"] == "reference"
+
+
+def test_trace_metrics_match_their_definitions(planted):
+    net, x, _ = planted
+    trace = simulate(net, x, 20, seed=1, rate_metrics=True)
+    t = 13
+    err = ((x - trace.spikes[t] @ net.phi.T) ** 2).sum(axis=1)
+    sst = ((x - x.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    assert trace.r2()[t] == pytest.approx(np.mean(1 - err / sst))
+    rate_err = ((x - np.exp(trace.u[t]) @ net.phi.T) ** 2).sum(axis=1)
+    assert trace.r2(from_rates=True)[t] == pytest.approx(np.mean(1 - rate_err / sst))
+    assert trace.sparsity()[t] == pytest.approx(np.mean(trace.spikes[t] == 0))
+    with pytest.raises(ValueError, match="rate metrics"):
+        simulate(net, x, 3).r2(from_rates=True)
+
+
+def test_interface_errors(planted):
+    net, x, _ = planted
+    with pytest.raises(ValueError, match="unknown backend 'nest'.*reference.*lava.*brian2"):
+        simulate(net, x, 5, backend="nest")
+    with pytest.raises(ValueError, match=r"input has shape \(8, 63\)"):
+        simulate(net, x[:, :63], 5)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        simulate(net, bad, 5)
+    with pytest.raises(ValueError, match="steps"):
+        simulate(net, x, -1)
+    # (N, *input_shape) inputs are accepted.
+    net.input_shape = (8, 8)
+    assert simulate(net, x.reshape(8, 8, 8), 2).x.shape == (8, 64)
+
+
+def test_planted_network_is_deterministic_and_validates():
+    a = planted_network(20, 30, 3, seed=4)
+    b = planted_network(20, 30, 3, seed=4)
+    np.testing.assert_array_equal(a[0].phi, b[0].phi)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert ((a[2] > 0).sum(axis=1) == 3).all()
+    np.testing.assert_allclose(np.linalg.norm(a[0].phi, axis=0), 0.1)
+    with pytest.raises(ValueError):
+        planted_network(20, 30, 31)
