@@ -99,30 +99,31 @@ def poisson_icdf(xi, rate):
     return m.astype(np.int64).reshape(shape)
 
 
-_ROW_LOOP_ABOVE = 16384
+_ROW_LOOP_ABOVE = 2000
 
 
-def _continue_search(m, p, r, x, width=4, max_width=1024):
+def _continue_search(m, p, r, x, first_width=8, max_width=4096):
     """Run the sequential search ``m += 1; p *= r/m; F += p`` until F ≥ x or m ≥ cap.
 
     m, p, r, x : (n,) start counts, pmf at m (= F, as the search starts at its
     first term), rates, uniforms.  Returns the final counts (n,).
 
-    Steps ``width`` terms at a time for all unfinished entries (the width
-    growing 4×, up to ``max_width``) with ``cumprod``/``cumsum``, which
-    accumulate sequentially in numpy: seeded with the current p and F, the block reproduces the scalar
-    loop bit for bit, but the number of Python-level rounds is logarithmic in
-    the count instead of linear.
+    Advances all unfinished entries a block of terms at a time, laid out
+    (width, n): by a vector op per term when many entries remain, else by
+    ``cumprod``/``cumsum`` down axis 0.  Both accumulate sequentially, seeded
+    with the current p and F, so the block reproduces the scalar loop bit for
+    bit; only the number of Python-level rounds changes.  After a first short
+    block (which finishes the low-rate majority), the width follows the
+    remaining entries' rates (to ~r + 5√r), so a round is rarely wasted.
     """
     out = np.empty_like(m)
     cap = r + ICDF_CAP_SIGMAS * np.sqrt(r) + ICDF_CAP_EXTRA
     cdf = p
     idx = np.arange(m.size)
+    width = first_width
     while idx.size:
-        # Terms run down axis 0 so each accumulation step is one vector op.
         mm = m + np.arange(1.0, width + 1.0)[:, None]                  # (width, n)
-        if idx.size * width > _ROW_LOOP_ABOVE:
-            # Many entries: a vector op per term beats numpy's strided accumulate.
+        if idx.size > _ROW_LOOP_ABOVE:
             pp, ff = np.empty_like(mm), np.empty_like(mm)
             for j in range(width):
                 p = pp[j] = p * (r / mm[j])
@@ -137,7 +138,9 @@ def _continue_search(m, p, r, x, width=4, max_width=1024):
         going = ~done
         m, p, cdf = mm[-1, going], pp[-1, going], ff[-1, going]
         r, x, cap, idx = r[going], x[going], cap[going], idx[going]
-        width = min(4 * width, max_width)
+        if idx.size:
+            need = np.quantile(r + 5.0 * np.sqrt(r) + 10.0 - m, 0.9)
+            width = int(np.clip(np.ceil(need), 2 * first_width, max_width))
     return out
 
 

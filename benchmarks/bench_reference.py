@@ -1,0 +1,102 @@
+"""Reference simulator throughput versus the two bare matrix products one step needs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+D, K, N, T = 784, 512, 256, 64
+MEM_STEPS, MEM_N = 1000, 1000
+
+
+def _best(f, repeats=5, number=10):
+    f()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(number):
+            f()
+        times.append((time.perf_counter() - t) / number)
+    return min(times)
+
+
+def _blas_kernels() -> tuple[str, str]:
+    from threadpoolctl import threadpool_info
+
+    import torch
+
+    numpy_blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')}, "
+                           f"{i['num_threads']} threads)"
+                           for i in threadpool_info() if i["user_api"] == "blas")
+    torch_blas = "MKL" if torch.backends.mkl.is_available() else "other"
+    torch_blas += f" ({torch.get_num_threads()} threads)"
+    return numpy_blas or "unknown", torch_blas
+
+
+def _memory_probe():
+    """Child process: 1000 steps x 1000 inputs at K=512 recording one step; prints peak RSS."""
+    import resource
+
+    from networks import planted_inputs, planted_network, simulate
+
+    net, _, _ = planted_network(D, K, 10, seed=0, n_inputs=1)
+    x, _ = planted_inputs(net, MEM_N, 10, seed=1)
+    t = time.perf_counter()
+    trace = simulate(net, x, MEM_STEPS, record=[MEM_STEPS - 1])
+    elapsed = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    print(f"{peak:.0f} {elapsed:.1f} {trace.mse()[-1]:.4g}")
+
+
+def bench() -> str:
+    import torch
+
+    from networks import planted_inputs, planted_network, simulate
+
+    torch.set_default_dtype(torch.float64)
+    rng = np.random.default_rng(0)
+    z, phi = rng.poisson(0.3, (N, K)).astype(float), rng.standard_normal((D, K))
+    e = rng.standard_normal((N, D))
+    t_numpy = _best(lambda: (z @ phi.T, e @ phi))
+    zt, phit, et = map(torch.from_numpy, (z, phi, e))
+    t_torch = _best(lambda: (zt @ phit.T, et @ phit))
+    t_products = min(t_numpy, t_torch)
+
+    net, _, _ = planted_network(D, K, 10, seed=0, n_inputs=1)
+    x, _ = planted_inputs(net, N, 10, seed=1)
+    simulate(net, x, 2)
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        simulate(net, x, T, seed=0)
+        best = min(best, (time.perf_counter() - t) / T)
+
+    out = subprocess.run([sys.executable, "-c",
+                          "import bench_reference as b; b._memory_probe()"],
+                         capture_output=True, text=True, cwd=__file__.rsplit("/", 1)[0],
+                         env={**__import__("os").environ,
+                              "PYTHONPATH": __file__.rsplit("/", 2)[0]})
+    if out.returncode == 0:
+        peak, secs, _ = out.stdout.split()
+        memory = f"{peak} MiB peak RSS in {secs} s"
+    else:
+        memory = f"failed: {out.stderr.strip().splitlines()[-1]}"
+    numpy_blas, torch_blas = _blas_kernels()
+    ratio = best / t_products
+    return "\n".join([
+        "## Reference simulator (issue 3)",
+        "",
+        f"D={D}, K={K}, N={N}, T={T}, planted network, float64. "
+        "Target: one simulated step (sampling included) ≤ 2× the two bare products.",
+        "",
+        "| what | value |",
+        "| --- | --- |",
+        f"| reference simulator | {N / best:,.0f} sample-steps/s ({best * 1e3:.1f} ms/step) |",
+        f"| two products, numpy ({numpy_blas}) | {t_numpy * 1e3:.1f} ms |",
+        f"| two products, torch ({torch_blas}) | {t_torch * 1e3:.1f} ms |",
+        f"| step / fastest products | {ratio:.2f}× ({'meets' if ratio <= 2 else 'misses'} ≤ 2×) |",
+        f"| {MEM_STEPS} steps × {MEM_N} inputs, K={K}, record=[last] | {memory} |",
+        "",
+    ])
