@@ -15,8 +15,11 @@ for c in "$$(command -v python3.10 2>/dev/null)" \
 done; exit 1
 endef
 
-.PHONY: venv demo test bench quality clean
+.PHONY: venv demo test bench quality clean which-python
 venv: $(STAMP)
+
+which-python:
+	@$(FIND_PY310) || { echo "error: no Python 3.10 found" >&2; exit 1; }
 
 $(STAMP): setup.cfg pyproject.toml
 	@py=$$( $(FIND_PY310) ) || { echo "error: no Python 3.10 found (lava-nc 0.10 needs exactly 3.10)." \
