@@ -126,11 +126,16 @@ class TraceRecorder:
         self.step_rate_mse = np.full((steps, n), np.nan)
         self.info = dict(info or {})
 
-    def add(self, t, u, z, recon):
-        """Record step t: u (N, K) potentials, z (N, K) counts, recon (N, D) = Φ z."""
-        self.step_mse[t] = np.mean((self.x - recon) ** 2, axis=1)
-        self.step_zeros[t] = np.mean(z == 0, axis=1)
-        r = np.exp(u)
+    def add(self, t, u, z, recon, residual=None, rate=None):
+        """Record step t: u (N, K) potentials, z (N, K) counts, recon (N, D) = Φ z.
+
+        ``residual`` (x − recon) and ``rate`` (e^u), when the caller has them, save
+        recomputing them.
+        """
+        residual = self.x - recon if residual is None else residual
+        self.step_mse[t] = np.einsum("nd,nd->n", residual, residual) / residual.shape[1]
+        self.step_zeros[t] = np.count_nonzero(z == 0, axis=1) / z.shape[1]
+        r = np.exp(u) if rate is None else rate
         self.step_rate[t] = r.mean(axis=1)
         if self.rate_metrics:
             self.step_rate_mse[t] = np.mean((self.x - r @ self.net.phi.T) ** 2, axis=1)
