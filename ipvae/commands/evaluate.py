@@ -1,0 +1,73 @@
+"""``ipvae evaluate NET.npz --data mnist --steps 1000 --out DIR``: quality of a deployed network.
+
+Runs the network file through the reference simulator (true Poisson counts) on
+a data set's test split and writes ``evaluation.json`` (curves against
+inference step, runaway count, linear probe), ``curves.png`` and
+``examples.png``.
+"""
+import json
+
+NAME = "evaluate"
+HELP = "evaluate a network file on a data set: R², MSE, sparsity, probe vs inference step"
+
+
+def add_arguments(p):
+    p.add_argument("network", help="network file (.npz)")
+    p.add_argument("--data", default="mnist",
+                   help="mnist | digits | patches | PATH (.npy or image folder); default mnist")
+    p.add_argument("--data-dir", help="mnist: folder with the full MNIST IDX files")
+    p.add_argument("--rotate", type=float, help="rotate every image by DEG degrees (OOD test)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the data set's split")
+    p.add_argument("--n", type=int, help="evaluate only the first N test inputs")
+    p.add_argument("--steps", type=int, default=1000, help="inference steps (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--batch", type=int, default=100, help="inputs per simulate call")
+    p.add_argument("--probe-step", type=int, action="append",
+                   help="step whose rates e^u feed the linear probe (repeatable; "
+                        "default the final step = --steps)")
+    p.add_argument("--probe-n", type=int,
+                   help="fit the probe on the first N training inputs (default all)")
+    p.add_argument("--no-probe", action="store_true", help="skip the linear probe")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args):
+    from pathlib import Path
+
+    from networks import load_network
+    from networks.network import atomic_write
+    from train.data import load_dataset
+    from train.evaluate import evaluate, to_json
+    from train.evaluate_plots import plot_curves, plot_examples
+
+    net = load_network(args.network)
+    kw = dict(seed=args.data_seed, rotate=args.rotate, data_dir=args.data_dir)
+    test = load_dataset(args.data, "test", **kw).head(args.n)
+    probe_train = None
+    if not args.no_probe and test.y is not None:
+        probe_train = load_dataset(args.data, "train", **kw).head(args.probe_n)
+        if probe_train.y is None:
+            probe_train = None
+    result = evaluate(net, test, steps=args.steps, seed=args.seed, probe_train=probe_train,
+                      probe_step=args.probe_step, batch=args.batch, progress=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    js = to_json(result)
+    js["network"] = str(args.network)
+    atomic_write(out / "evaluation.json",
+                 lambda f: f.write(json.dumps(js, indent=2).encode()))
+    plot_curves(result, out / "curves.png")
+    plot_examples(result, out / "examples.png")
+
+    t_last = args.steps - 1
+    line = [f"R² spikes {js['r2_spikes'][str(t_last)]:.3f}",
+            f"R² rates {js['r2_rates'][str(t_last)]:.3f}",
+            f"sparsity {js['sparsity'][str(t_last)]:.3f}",
+            f"runaway {js['runaway_any']}"]
+    if js.get("probe"):
+        p = js["probe"]
+        line.append("probe " + ", ".join(f"t={s}: {a:.3f}" for s, a in zip(p["steps"], p["rates"]))
+                    + f" (pixels {p['pixels']:.3f})")
+    print(f"{test.meta['name']} test, {len(test)} inputs, step {t_last}: " + "; ".join(line))
+    print(f"wrote {out / 'evaluation.json'}, {out / 'curves.png'}, {out / 'examples.png'}")
+    return 0
