@@ -1,0 +1,190 @@
+"""Lava floating_pt speed at D=784, K=512: the iP-VAE network vs Lava's own Dense+LIF.
+
+Every Lava network runs in its own child process (Lava's runtime is never
+imported here) and is timed the same way: a non-blocking ``run`` of S Lava
+steps (its return = compile + start), then the host drains the Extractors every
+step until the run ends (steps/s = S / that time).  Rows:
+
+- Lava ``RingBuffer(x) → Dense(784→512) → LIF(512) → Extractor``, the baseline;
+- iP-VAE ``folded`` through ``simulate(backend="lava")`` (constant drive from the
+  input file, Dense(−ΦᵀΦ/σ²) recurrence, Extractors for spikes and u), on the
+  planted input (20 active units at ~50–150 spikes/step) and on a low-rate
+  input (the same scaled by ``LOW_RATE_SCALE``);
+- iP-VAE ``folded`` in a user's graph: ``RingBuffer(x) → IPVAENet.x_in`` (so a
+  Dense(Φᵀ/σ²) computes the drive every step, like the baseline's Dense);
+- iP-VAE ``error-units`` through ``simulate`` (2 Lava steps per inference step).
+
+Each configuration runs ``REPEATS`` times, interleaved; the best rate is kept
+(the machine is shared).  Target: folded ≥ 0.7× Dense+LIF.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+D, K = 784, 512
+STEPS = 2000
+"""Inference steps per timed run (error-units: half, i.e. the same number of Lava steps)."""
+REPEATS = 2
+LOW_RATE_SCALE = 0.05
+"""The second folded row scales the planted input by this (active rates ~3–8 spikes/step
+instead of ~50–150), since the inverse CDF's cost grows with the counts."""
+
+GRAPH_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.lif.process import LIF
+
+    kind, net_path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    from networks import load_network
+    net = load_network(net_path)
+    x = np.load(net_path + ".x.npy")
+    src = RingBuffer(data=x[:, None])
+    outs = []
+    if kind == "dense_lif":
+        dense = Dense(weights=(net.phi / net.sigma2[:, None]).T, num_message_bits=24)
+        lif = LIF(shape=(net.n_latents,), du=0.1, dv=0.1, vth=1.0)
+        src.s_out.connect(dense.s_in)
+        dense.a_out.connect(lif.a_in)
+        outs.append(Extractor(shape=(net.n_latents,), buffer_size=256))
+        lif.s_out.connect(outs[0].in_port)
+        top, n_steps = lif, steps
+    else:
+        from neurons.lava.ipvae_net.process import IPVAENet
+        top = IPVAENet(net, steps=steps - 1, topology="folded", seed=0)
+        src.s_out.connect(top.x_in)
+        outs = [Extractor(shape=(net.n_latents,), buffer_size=256) for _ in range(2)]
+        top.s_out.connect(outs[0].in_port)
+        top.u_out.connect(outs[1].in_port)
+        n_steps = top.period
+    cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
+                       exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+    from networks.lava_child import cpu_seconds
+    t0 = time.perf_counter()
+    try:
+        top.run(condition=RunSteps(num_steps=n_steps, blocking=False), run_cfg=cfg)
+        t1 = time.perf_counter()
+        c1 = cpu_seconds()
+        spikes = 0.0
+        for _ in range(n_steps):
+            for out in outs:
+                spikes += out.receive().sum()
+        top.wait()
+        t2 = time.perf_counter()
+        c2 = cpu_seconds()
+    finally:
+        top.stop()
+    print(json.dumps(dict(compile_s=t1 - t0, run_s=t2 - t1, cpu_s=c2 - c1, lava_steps=n_steps,
+                          spikes=float(spikes))))
+""")
+
+
+def _blas() -> str:
+    """numpy's BLAS and kernel (BACKENDS.md: the bundled OpenBLAS may fall back to Prescott)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        if info:
+            return f"{info[0].get('internal_api')} {info[0].get('version')} " \
+                   f"({info[0].get('architecture')}, {info[0].get('num_threads')} threads)"
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return "unknown"
+
+
+def _graph(kind: str, net_path: str, steps: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", GRAPH_SCRIPT, kind, net_path, str(steps)],
+                          env=env, capture_output=True, text=True, timeout=600,
+                          start_new_session=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} bench failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _backend(net, x, topology: str, steps: int) -> dict:
+    from networks import simulate
+
+    trace = simulate(net, x, steps, backend="lava", topology=topology, seed=0)
+    stride = 1 if topology == "folded" else 2
+    lava_steps = stride * steps + 1
+    return dict(compile_s=trace.info["compile_s"], run_s=trace.info["run_s"],
+                cpu_s=trace.info["cpu_s"], lava_steps=lava_steps, spikes=float(trace.spikes.sum()))
+
+
+def bench() -> str:
+    from networks import planted_network, save_network
+
+    net, x, _ = planted_network(D, K, 20, seed=0, n_inputs=1)
+    rows = {"dense_lif": [], "folded": [], "folded_low": [], "folded_port": [],
+            "error-units": []}
+    with tempfile.TemporaryDirectory(prefix="ipvae-bench-lava-") as tmp:
+        net_path = str(Path(tmp) / "net.npz")
+        save_network(net, net_path)
+        np.save(net_path + ".x.npy", x[0])
+        for _ in range(REPEATS):
+            rows["dense_lif"].append(_graph("dense_lif", net_path, STEPS + 1))
+            rows["folded"].append(_backend(net, x, "folded", STEPS))
+            rows["folded_low"].append(_backend(net, LOW_RATE_SCALE * x, "folded", STEPS))
+            rows["folded_port"].append(_graph("folded_port", net_path, STEPS + 1))
+            rows["error-units"].append(_backend(net, x, "error-units", STEPS // 2))
+
+    def best(name):
+        runs = rows[name]
+        rate = max(r["lava_steps"] / r["run_s"] for r in runs)
+        cpu_us = min(r["cpu_s"] / r["lava_steps"] for r in runs) * 1e6
+        return rate, min(r["compile_s"] for r in runs), cpu_us
+
+    base, _, base_cpu = best("dense_lif")
+    labels = {
+        "dense_lif": "Lava Dense(784→512) + LIF(512), RingBuffer source",
+        "folded": "iP-VAE folded, simulate(backend='lava'), planted input",
+        "folded_low": f"iP-VAE folded, simulate(backend='lava'), input × {LOW_RATE_SCALE}",
+        "folded_port": "iP-VAE folded, user graph RingBuffer → IPVAENet, planted input",
+        "error-units": "iP-VAE error-units, simulate(backend='lava'), planted input",
+    }
+    lines = [
+        "## Lava floating_pt (D=784, K=512)",
+        "",
+        f"Best of {REPEATS} interleaved runs of ~{STEPS + 1} Lava steps each, one input; "
+        "steps/s excludes compile + start. "
+        f"numpy BLAS: {_blas()}. Target: folded ≥ 0.7× Dense+LIF.",
+        "",
+        "CPU µs/step: user + system time of all the run's processes per Lava step "
+        "(less sensitive than wall time to other jobs on the machine).",
+        "",
+        "| network | Lava steps/s | inference steps/s | × Dense+LIF | CPU µs / Lava step "
+        "| CPU × Dense+LIF | compile + start (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in rows:
+        rate, comp, cpu_us = best(name)
+        per_iter = rate / (2 if name == "error-units" else 1)
+        lines.append(f"| {labels[name]} | {rate:,.0f} | {per_iter:,.0f} | "
+                     f"{rate / base:.2f} | {cpu_us:,.0f} | {cpu_us / base_cpu:.2f} | {comp:.2f} |")
+    folded = best("folded")[0] / base
+    folded_low = best("folded_low")[0] / base
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines += ["", f"Folded (simulate) at {folded:.2f}× (planted) and {folded_low:.2f}× "
+              f"(low-rate) Dense+LIF steps/s: target 0.7× "
+              f"{'met' if min(folded, folded_low) >= 0.7 else 'NOT met'} "
+              f"(1-min load average {load:.1f} on {os.cpu_count()} cores).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(bench())

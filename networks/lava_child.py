@@ -1,0 +1,123 @@
+"""Child runner of the Lava backend: ``python -m networks.lava_child DIR``.
+
+Started by ``networks.lava.run`` in its own session.  Reads from DIR
+``params.json``, ``net.npz``, ``x.npy`` (N, D) and optionally ``noise.npy``
+(T, N, K); builds one ``IPVAENet`` with two ``Extractor``s (spikes, u); runs
+the N samples back to back in one non-blocking Lava run while receiving every
+Lava step; writes ``out.npz`` (spikes (T, N, K) int32, u (T+1, N, K),
+compile_s, run_s, and cpu_s: CPU seconds of all its processes during the run)
+atomically, and ``progress.txt`` (Lava steps done) as it goes.
+Any error goes to stderr, a non-zero exit status and one line in
+``$IPVAE_LAVA_ERROR_FILE`` (written by the models themselves for errors inside
+Lava, and here before Lava's ``stop()``, which can hang after a failure).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neurons.lava.failures import report_error
+
+BUFFER = 256
+"""Extractor channel depth (Lava steps); the host drains the channels as they fill."""
+
+
+def _write_progress(path: Path, steps_done: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(steps_done))
+    os.replace(tmp, path)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, s) of this process and its live children (Lava's model
+    processes are forked children of the process that runs the network)."""
+    import multiprocessing
+
+    total = sum(os.times()[:2])
+    tick = os.sysconf("SC_CLK_TCK")
+    for child in multiprocessing.active_children():
+        try:
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def main(directory: str) -> int:
+    tmp = Path(directory)
+    params = json.loads((tmp / "params.json").read_text())
+    from networks.network import load_network
+
+    net = load_network(tmp / "net.npz")
+    steps, n, topology = params["steps"], params["n"], params["topology"]
+    k = net.n_latents
+
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+
+    from neurons.lava.ipvae_net.process import IPVAENet
+
+    ipvae = IPVAENet(net, steps=steps, topology=topology, seed=params["seed"],
+                     offset=params["offset"], inputs_path=str(tmp / "x.npy"),
+                     noise_path=str(tmp / "noise.npy") if params["noise"] else None)
+    spike_out = Extractor(shape=(k,), buffer_size=BUFFER)
+    u_out = Extractor(shape=(k,), buffer_size=BUFFER)
+    ipvae.s_out.connect(spike_out.in_port)
+    ipvae.u_out.connect(u_out.in_port)
+    cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
+                       exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+    period = ipvae.period
+    spikes = np.empty((n, period, k), dtype=np.int32)
+    u = np.empty((n, period, k))
+    progress = tmp / "progress.txt"
+    t0 = time.perf_counter()
+    try:
+        ipvae.run(condition=RunSteps(num_steps=n * period, blocking=False), run_cfg=cfg)
+        t1 = time.perf_counter()
+        c1 = cpu_seconds()
+        last = t1
+        for i in range(n):
+            for j in range(period):
+                spikes[i, j] = spike_out.receive()
+                u[i, j] = u_out.receive()
+            now = time.perf_counter()
+            if now - last > 0.2 or i == n - 1:
+                _write_progress(progress, (i + 1) * period)
+                last = now
+        ipvae.wait()
+        t2 = time.perf_counter()
+        c2 = cpu_seconds()
+    except BaseException as err:
+        # Reported before stop(), which can hang after a failure (lava-nc/lava#231).
+        report_error("Lava run", err)
+        raise
+    finally:
+        ipvae.stop()
+    out = dict(spikes=np.ascontiguousarray(spikes[:, ipvae.spike_steps].transpose(1, 0, 2)),
+               u=np.ascontiguousarray(u[:, ipvae.u_steps].transpose(1, 0, 2)),
+               compile_s=np.float64(t1 - t0), run_s=np.float64(t2 - t1),
+               cpu_s=np.float64(c2 - c1))
+    part = tmp / "out.part.npz"
+    np.savez(part, **out)
+    os.replace(part, tmp / "out.npz")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m networks.lava_child DIR", file=sys.stderr)
+        sys.exit(2)
+    try:
+        status = main(sys.argv[1])
+    except BaseException as err:
+        report_error("Lava child", err)
+        raise
+    sys.exit(status)

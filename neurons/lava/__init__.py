@@ -1,0 +1,17 @@
+"""The latent neuron and the iP-VAE network as Lava Processes (lava-nc 0.10, Python 3.10).
+
+One package folder per Process, each with ``process.py`` (the interface: ports,
+Vars, the equations) and ``models.py`` (the ProcessModels, chosen by tag):
+
+- ``neurons.lava.poisson_latent``: ``PoissonLatent``, K Poisson latent neurons
+  (membrane potential u integrates the feedback current; graded spike counts
+  z ~ Poisson(e^u) per step);
+- ``neurons.lava.error_units``: ``ErrorUnits``, D prediction-error units
+  e = (x − Φz)/σ²;
+- ``neurons.lava.ipvae_net``: ``IPVAENet``, the whole network as one
+  hierarchical Process (``folded`` or ``error-units`` topology).
+
+Importing this package does not import Lava; import the Process modules where used.
+Nothing in these folders runs code at import time (Lava's model discovery
+executes every sibling module of a Process).
+"""

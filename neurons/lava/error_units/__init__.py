@@ -1,0 +1,1 @@
+"""``ErrorUnits``: explicit prediction-error units of the iP-VAE as a Lava Process."""

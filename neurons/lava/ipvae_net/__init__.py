@@ -1,0 +1,1 @@
+"""``IPVAENet``: a whole iP-VAE network as one hierarchical Lava Process."""

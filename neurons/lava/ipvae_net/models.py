@@ -1,0 +1,65 @@
+"""SubProcessModel of ``IPVAENet``: builds the children of either topology."""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, tag
+from lava.magma.core.model.sub.model import AbstractSubProcessModel
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.dense.process import Dense
+
+from neurons.lava.error_units.process import ErrorUnits
+from neurons.lava.ipvae_net.process import STRIDES, IPVAENet
+from neurons.lava.poisson_latent.process import PoissonLatent
+
+COUNT_BITS = 8
+"""Dense message bits for graded spike counts (any value > 0 passes them ungated)."""
+VALUE_BITS = 24
+"""Dense message bits for real-valued messages (inputs, errors)."""
+
+
+@implements(proc=IPVAENet, protocol=LoihiProtocol)
+@tag("floating_pt")
+class SubIPVAENetModel(AbstractSubProcessModel):
+    """Children: PoissonLatent + Dense(−ΦᵀΦ/σ²) [+ Dense(Φᵀ/σ²) from x_in] for ``folded``;
+    PoissonLatent + Dense(Φ) + ErrorUnits + Dense(Φᵀ) for ``error-units``."""
+
+    def __init__(self, proc):
+        p = proc.proc_params
+        topology, steps = p["topology"], p["steps"]
+        phi, sigma2, bias = p["phi"], p["sigma2"], p["bias"]
+        stride = STRIDES[topology]
+        period = stride * steps + 1
+        inputs_path = p["inputs_path"]
+        drives_path = None
+        if topology == "folded" and inputs_path is not None:
+            # One constant drive Φᵀx/σ² per sample, computed here once, row by row so
+            # that a sample's drive (to the last bit) does not depend on the batch.
+            x = np.load(inputs_path, mmap_mode="r")
+            drives_path = str(inputs_path) + ".drives.npy"
+            np.save(drives_path, np.stack([(np.asarray(row) / sigma2) @ phi for row in x]))
+        self.latent = PoissonLatent(
+            u0=p["u0"], bias=bias, eta=p["eta"], clamp_u=p["clamp_u"],
+            clamp_du=p["clamp_du"], steps=steps, stride=stride, seed=p["seed"],
+            offset=p["offset"], noise_path=p["noise_path"], drives_path=drives_path)
+        if topology == "folded":
+            self.recurrent = Dense(weights=-(phi.T / sigma2) @ phi, num_message_bits=COUNT_BITS)
+            self.latent.s_out.connect(self.recurrent.s_in)
+            self.recurrent.a_out.connect(self.latent.a_in)
+            if inputs_path is None:
+                self.feedforward = Dense(weights=np.ascontiguousarray((phi / sigma2[:, None]).T),
+                                         num_message_bits=VALUE_BITS)
+                proc.x_in.connect(self.feedforward.s_in)
+                self.feedforward.a_out.connect(self.latent.a_in)
+        else:
+            self.decoder = Dense(weights=phi, num_message_bits=COUNT_BITS)
+            self.errors = ErrorUnits(sigma2=sigma2, period=period, inputs_path=inputs_path)
+            self.encoder = Dense(weights=np.ascontiguousarray(phi.T), num_message_bits=VALUE_BITS)
+            self.latent.s_out.connect(self.decoder.s_in)
+            self.decoder.a_out.connect(self.errors.a_in)
+            self.errors.e_out.connect(self.encoder.s_in)
+            self.encoder.a_out.connect(self.latent.a_in)
+            if inputs_path is None:
+                proc.x_in.connect(self.errors.x_in)
+        self.latent.s_out.connect(proc.s_out)
+        self.latent.u_out.connect(proc.u_out)
+        proc.vars.u.alias(self.latent.u)

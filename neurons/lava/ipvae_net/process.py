@@ -1,0 +1,117 @@
+"""Interface of the hierarchical iP-VAE Process (ports, Vars; children in ``models.py``).
+
+``IPVAENet(net, steps=T, topology=..., seed=...)`` wraps an ``IPVAENetwork`` so
+that a Lava user can drop it into a graph: connect a source (e.g. a
+``RingBuffer`` holding x) to ``x_in`` and read ``s_out`` (graded spike counts)
+and ``u_out`` (membrane potentials) with an ``Extractor`` or ``Monitor``.
+
+Topologies (both compute the recurrence of DESIGN.md §1 and, under the same
+noise, the reference simulator's raster):
+
+- ``folded`` (the Loihi form): x_in → Dense(Φᵀ/σ²) → latent; latent →
+  Dense(−ΦᵀΦ/σ²) → latent; bias b in the latent.  Dense delivers one step
+  later, which is exactly the recurrence: 1 Lava step per inference step
+  (stride 1), period P = T + 1.
+- ``error-units``: latent → Dense(Φ) → ErrorUnits (x_in → ErrorUnits directly)
+  → Dense(Φᵀ) → latent.  The loop returns the feedback of z_t two Lava steps
+  after z_t is sent.  Schedule (stride 2): the latent fires on even local steps
+  j = 2t, sends zeros on odd steps, and integrates on the next even step
+  j = 2t + 2 the error computed from z_t at j = 2t + 1; its inputs at odd steps
+  (errors of the zero spikes) are ignored.  So u advances once per completed
+  loop, 2 Lava steps per inference step, period P = 2T + 1.
+
+Timing seen from outside (local step j = (s − 1) % P of Lava step s, sample
+n = (s − 1) // P): spikes z_t appear on ``s_out`` at j = stride·t (t < T;
+zeros elsewhere), u_t on ``u_out`` at j = stride·t (t ≤ T).  ``spike_steps``
+and ``u_steps`` are these local indices.  x must be constant within a sample
+and the sample's x must arrive from its local step 0 on (folded) or 1 on
+(error-units); a ``RingBuffer(data=x[:, None])`` does it for one input.
+
+Instead of ``x_in``, ``inputs_path`` (an (N, D) ``.npy``, row n = sample n)
+feeds the inputs from a file (the backend's fast path: the folded drive
+Φᵀx/σ² is then computed once per sample, not by a Dense every step, and
+saved beside the file as ``<inputs_path>.drives.npy``); ``x_in`` is then left
+unconnected inside.
+
+Only a ``floating_pt`` SubProcessModel exists so far: run with
+``Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess, LogConfig
+from lava.magma.core.process.variable import Var
+
+TOPOLOGIES = ("folded", "error-units")
+"""Topology names accepted by ``IPVAENet``."""
+
+STRIDES = {"folded": 1, "error-units": 2}
+"""Lava steps per inference step of each topology."""
+
+
+class IPVAENet(AbstractProcess):
+    """A whole iP-VAE network (K latents, D inputs) as one hierarchical Process.
+
+    Parameters
+    ----------
+    net : ``networks.network.IPVAENetwork`` (its arrays are copied into the Process).
+    steps : T inference steps per sample.
+    topology : ``"folded"`` or ``"error-units"``.
+    seed, offset : shared noise streams (seed, offset + n) for sample n.
+    noise_path : optional ``.npy`` of uniforms ξ (T, N, K) replacing the streams.
+    inputs_path : optional ``.npy`` (N, D) inputs instead of the ``x_in`` port.
+
+    Ports
+    -----
+    x_in : InPort (D,), the input x (constant within a sample).
+    s_out : OutPort (K,), graded spike counts per Lava step (int32 payloads).
+    u_out : OutPort (K,), membrane potentials per Lava step (float64).
+
+    Vars
+    ----
+    u : (K,) alias of the latent neurons' membrane potential.
+    """
+
+    def __init__(self, net, *, steps: int, topology: str = "folded", seed: int = 0,
+                 offset: int = 0, noise_path: str | None = None,
+                 inputs_path: str | None = None, name: str | None = None,
+                 log_config: LogConfig | None = None):
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"unknown topology {topology!r}; expected one of "
+                             f"{', '.join(TOPOLOGIES)}")
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        d, k = net.input_dim, net.n_latents
+        super().__init__(
+            topology=topology, steps=int(steps), seed=int(seed), offset=int(offset),
+            noise_path=None if noise_path is None else str(noise_path),
+            inputs_path=None if inputs_path is None else str(inputs_path),
+            phi=np.array(net.phi, dtype=np.float64), sigma2=np.array(net.sigma2, dtype=np.float64),
+            bias=np.array(net.bias, dtype=np.float64), eta=float(net.eta),
+            u0=np.array(net.u0, dtype=np.float64), clamp_u=float(net.clamp_u),
+            clamp_du=float(net.clamp_du), name=name, log_config=log_config)
+        self.x_in = InPort(shape=(d,))
+        self.s_out = OutPort(shape=(k,))
+        self.u_out = OutPort(shape=(k,))
+        self.u = Var(shape=(k,), init=np.array(net.u0, dtype=np.float64))
+
+    @property
+    def stride(self) -> int:
+        """Lava steps per inference step (1 folded, 2 error-units)."""
+        return STRIDES[self.proc_params["topology"]]
+
+    @property
+    def period(self) -> int:
+        """Lava steps per sample: stride·T + 1."""
+        return self.stride * self.proc_params["steps"] + 1
+
+    @property
+    def spike_steps(self) -> slice:
+        """Local steps (within a period) whose ``s_out`` holds z_0 … z_{T−1}."""
+        return slice(0, self.stride * self.proc_params["steps"], self.stride)
+
+    @property
+    def u_steps(self) -> slice:
+        """Local steps (within a period) whose ``u_out`` holds u_0 … u_T."""
+        return slice(0, self.period, self.stride)

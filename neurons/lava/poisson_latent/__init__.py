@@ -1,0 +1,1 @@
+"""``PoissonLatent``: the iP-VAE latent neuron as a Lava Process (see ``process.py``)."""

@@ -1,0 +1,275 @@
+"""The Lava backend (issue 5): exact rasters, no state leaks, a user's own graph, isolation.
+
+Every test needs lava-nc (``require("lava")``): skipped without it, failed under CI=true.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require
+
+from networks import planted_network, simulate
+from networks.noise import shared_uniforms
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGIES = ("folded", "error-units")
+
+
+def _assert_same_run(lava, ref, min_counts=10_000):
+    """Identical spike counts (all of them, ≥ min_counts) and u within 1e-9."""
+    assert lava.spikes.shape == ref.spikes.shape
+    assert lava.spikes.size >= min_counts
+    # The comparison must be able to fail: a mix of silent and firing entries.
+    assert 0.01 < (ref.spikes > 0).mean() < 0.99
+    np.testing.assert_array_equal(lava.spikes, ref.spikes)
+    assert lava.u.shape == ref.u.shape
+    np.testing.assert_allclose(lava.u, ref.u, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lava.mse(), ref.mse(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_planted_network_matches_reference_exactly(planted, topology):
+    """planted_network(64,128,5): 8 inputs × 16 steps × 128 latents = 16,384 counts."""
+    require("lava")
+    net, x, _ = planted
+    ref = simulate(net, x, 16, seed=5)
+    lava = simulate(net, x, 16, backend="lava", seed=5, topology=topology)
+    _assert_same_run(lava, ref)
+    assert lava.info["backend"] == "lava" and lava.info["topology"] == topology
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_other_shape_matches_reference_with_explicit_noise(topology):
+    """D=50, K=37 (D≠K, K not a power of two), 7 inputs × 40 steps = 10,360 counts.
+
+    Driven by an explicit noise array (the memory-mapped path), unrelated to the seed streams.
+    """
+    require("lava")
+    net, x, _ = planted_network(50, 37, 4, seed=11, n_inputs=7)
+    noise = np.random.default_rng(99).random((40, 7, 37))
+    ref = simulate(net, x, 40, noise=noise)
+    lava = simulate(net, x, 40, backend="lava", noise=noise, seed=1, topology=topology)
+    _assert_same_run(lava, ref)
+    # The explicit noise really was used: the seed-stream run differs.
+    assert not np.array_equal(simulate(net, x, 40, seed=1).spikes, lava.spikes)
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_batch_equals_lone_runs(planted, topology):
+    """Sample n of a batch == a lone run with offset=n: u, Dense buffers and counters reset."""
+    require("lava")
+    net, x, _ = planted
+    n, steps = 3, 12
+    batch = simulate(net, x[:n], steps, backend="lava", seed=2, topology=topology)
+    # Different inputs end in different states, so a leak would show.
+    assert not np.allclose(batch.u[-1, 0], batch.u[-1, 1])
+    for i in range(1, n):  # samples after the first are where a leak would show
+        lone = simulate(net, x[i:i + 1], steps, backend="lava", seed=2, offset=i,
+                        topology=topology)
+        np.testing.assert_array_equal(lone.spikes[:, 0], batch.spikes[:, i])
+        np.testing.assert_array_equal(lone.u[:, 0], batch.u[:, i])
+
+
+USER_GRAPH = textwrap.dedent("""
+    import sys, numpy as np
+    from networks import load_network
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.magma.core.run_conditions import RunSteps
+    from neurons.lava.ipvae_net.process import IPVAENet
+
+    net_path, x_path, out_path, T, seed = sys.argv[1:6]
+    net, x, T, seed = load_network(net_path), np.load(x_path), int(T), int(seed)
+    rasters = {}
+    for topology in ("folded", "error-units"):
+        # --- the README example ---
+        src = RingBuffer(data=x[:, None])                       # x, constant in time
+        ipvae = IPVAENet(net, steps=T, topology=topology, seed=seed)
+        out = Extractor(shape=(net.n_latents,), buffer_size=ipvae.period)
+        src.s_out.connect(ipvae.x_in)
+        ipvae.s_out.connect(out.in_port)
+        cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
+                           exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+        ipvae.run(RunSteps(ipvae.period), cfg)
+        raster = np.array([out.receive() for _ in range(ipvae.period)])[ipvae.spike_steps]
+        # ---
+        rasters[topology] = raster
+        rasters[topology + "_u"] = ipvae.u.get()    # the exposed Var: u_T after one period
+        ipvae.stop()
+    np.savez(out_path, **rasters)
+""")
+
+
+def test_user_graph_reproduces_simulate(planted, tmp_path):
+    """RingBuffer → IPVAENet → Extractor, built by hand: simulate's raster (both topologies)."""
+    require("lava")
+    from networks import save_network
+
+    net, x, _ = planted
+    steps, seed, sample = 30, 4, 2
+    save_network(net, tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", x[sample])
+    script = tmp_path / "user_graph.py"
+    script.write_text(USER_GRAPH)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "net.npz"),
+                           str(tmp_path / "x.npy"), str(tmp_path / "out.npz"), str(steps),
+                           str(seed)], env=env, capture_output=True, text=True, timeout=240,
+                          start_new_session=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ref = simulate(net, x[sample], steps, seed=seed)
+    lava = simulate(net, x[sample], steps, backend="lava", seed=seed)
+    np.testing.assert_array_equal(lava.spikes, ref.spikes)
+    with np.load(tmp_path / "out.npz") as got:
+        for topology in TOPOLOGIES:
+            np.testing.assert_array_equal(got[topology].astype(np.int64), ref.spikes[:, 0])
+            np.testing.assert_allclose(got[topology + "_u"], ref.u[-1, 0], rtol=0, atol=1e-9)
+    assert ref.spikes.sum() > 0
+
+
+def _marked_processes(mark: str) -> list[int]:
+    """PIDs of live processes whose environment carries the test's marker."""
+    needle = f"IPVAE_LAVA_TEST_MARK={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _child_pids() -> set[int]:
+    """Direct children of this (test) process."""
+    me = str(os.getpid())
+    kids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                kids.add(int(entry.name))
+    return kids
+
+
+def _leaked_shared_memory(before: set[str]) -> set[str]:
+    """/dev/shm segments created since ``before`` that no live process maps any more."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return set()
+    new = {p.name for p in shm.iterdir()} - before
+    mapped = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "maps").read_text(errors="replace")
+            except OSError:
+                continue
+            mapped.update(line.split("/dev/shm/", 1)[1].split()[0]
+                          for line in text.splitlines() if "/dev/shm/" in line)
+    return {name for name in new - mapped if (shm / name).exists()}
+
+
+def _shm_names() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+
+
+@pytest.fixture
+def tiny():
+    net, x, _ = planted_network(6, 5, 2, seed=3, n_inputs=1)
+    return net, x
+
+
+def test_model_failure_is_a_clear_error_and_leaves_nothing_behind(tiny, monkeypatch):
+    """A model forced to raise (test hook): RuntimeError within the timeout, 20× in a row,
+    and afterwards no process of the run and no shared-memory segment of it is left."""
+    require("lava")
+    net, x = tiny
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("IPVAE_LAVA_TEST_MARK", mark)
+    monkeypatch.setenv("IPVAE_LAVA_FAIL_AT", "3")
+    timeout = 60.0
+    kids_before, shm_before = _child_pids(), _shm_names()
+    for topology in TOPOLOGIES * 10:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="forced failure at Lava time step 3"):
+            simulate(net, x, 5, backend="lava", topology=topology, timeout=timeout)
+        assert time.monotonic() - start < timeout
+        assert _marked_processes(mark) == []
+        assert _child_pids() == kids_before
+    # The killed runtime's shared-memory channels are unlinked too.
+    assert _leaked_shared_memory(shm_before) == set()
+
+
+def test_timeout_kills_the_run(tiny, monkeypatch):
+    """A run longer than its timeout: RuntimeError naming the timeout, no process left."""
+    require("lava")
+    net, x = tiny
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("IPVAE_LAVA_TEST_MARK", mark)
+    shm_before = _shm_names()
+    with pytest.raises(RuntimeError, match="timed out after 0.5 s"):
+        simulate(net, x, 100_000, backend="lava", timeout=0.5)
+    assert _marked_processes(mark) == []
+    assert _leaked_shared_memory(shm_before) == set()
+
+
+def test_bad_requests_fail_on_the_host_before_any_process(planted, monkeypatch):
+    """Unknown topology, wrong input size, missing lava: one clear error, no child started."""
+    require("lava")
+    import networks.lava as backend
+
+    net, x, _ = planted
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(backend.subprocess, "Popen", no_child)
+    with pytest.raises(ValueError, match="unknown lava topology 'ring'"):
+        simulate(net, x, 4, backend="lava", topology="ring")
+    with pytest.raises(ValueError, match=r"expects \(N, 64\)"):
+        simulate(net, x[:, :10], 4, backend="lava")
+    with pytest.raises(ValueError, match=r"expects \(N, 64\)"):
+        backend.run(net, x[:, :10], 4)
+    monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="Python 3.10"):
+        simulate(net, x, 4, backend="lava")
+
+
+def test_parent_never_imports_lava_runtime(planted, tmp_path):
+    """simulate(backend='lava') leaves Lava's runtime out of the calling process."""
+    require("lava")
+    code = textwrap.dedent("""
+        import sys
+        from networks import planted_network, simulate
+        net, x, _ = planted_network(8, 6, 2, seed=0, n_inputs=2)
+        trace = simulate(net, x, 3, backend="lava")
+        assert trace.spikes.shape == (3, 2, 6)
+        print(sorted(m for m in sys.modules if m.startswith("lava.")))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_model_noise_stream_is_the_shared_stream():
+    """The Philox stream the latent model draws K at a time == networks.noise's (t, k) order."""
+    require("lava")
+    xi = shared_uniforms(7, 5, 2, 9, offset=3)
+    for n in range(2):
+        g = np.random.Generator(np.random.Philox(key=[7, 3 + n]))
+        np.testing.assert_array_equal(np.stack([g.random(9) for _ in range(5)]), xi[:, n])
