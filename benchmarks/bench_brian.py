@@ -1,0 +1,118 @@
+"""Brian2 backend speed per code-generation target beside the reference simulator.
+
+D = 784, K = 512, one input, T = 256 steps, a planted network (10 active codes of
+50–150 spikes/step), shared noise.  Per target: Brian2's own run time for the
+T steps (steps/s), and separately the build time (objects, code generation,
+compilation or loading of cached code).  The cold cython compile is measured in
+a child process with an empty cache directory.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+D, K, N, T = 784, 512, 1, 256
+ROOT = Path(__file__).resolve().parents[1]
+
+_COLD = """
+import time, warnings
+t0 = time.perf_counter()
+from networks import planted_network, simulate
+net, x, _ = planted_network(%d, %d, 10, seed=0, n_inputs=1)
+tr = simulate(net, x, 8, backend="brian2", target="cython")
+print(tr.info["build_seconds"], time.perf_counter() - t0)
+""" % (D, K)
+
+
+def _blas() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        info = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+        return ", ".join(info) or "unknown"
+    except Exception:  # threadpoolctl missing or failing: report, don't crash the bench
+        return "unknown"
+
+
+def _cold_cython() -> str:
+    with tempfile.TemporaryDirectory(prefix="ipvae-bench-cache-") as cache:
+        env = dict(os.environ, IPVAE_BRIAN2_CACHE=cache)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", _COLD], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=900)
+        if out.returncode:
+            return f"failed: {out.stderr.strip().splitlines()[-1] if out.stderr else '?'}"
+        build, wall = (float(v) for v in out.stdout.split()[-2:])
+        return f"{build:.1f} s build incl. compile ({time.perf_counter() - t0:.1f} s process)"
+
+
+CASES = (("planted, codes of 50–150 spikes/step", 1.0), ("low rates, inputs × 0.03", 0.03))
+
+
+def _case(net, x, label) -> list[str]:
+    from networks import simulate
+
+    simulate(net, x, 4)  # warm-up
+    t0 = time.perf_counter()
+    ref = simulate(net, x, T, seed=0)
+    ref_s = time.perf_counter() - t0
+    spikes = ref.spikes.sum(axis=2).mean()
+    active = (ref.spikes > 0).sum(axis=2).mean()
+    rows = [f"| {label}: {spikes:.0f} spikes/step from {active:.1f} neurons | | | | |",
+            f"| reference (numpy) | {T / ref_s:,.0f} | – | – | 1.00 |"]
+    for target in ("numpy", "cython", "cpp_standalone"):
+        try:
+            runs = [simulate(net, x, T, backend="brian2", seed=0, target=target)]
+            if target != "cpp_standalone":  # cpp_standalone rebuilds its project every call
+                runs.append(simulate(net, x, T, backend="brian2", seed=0, target=target))
+        except Exception as err:  # report the failure in the table
+            rows.append(f"| brian2 {target} | failed: {err} | | | |")
+            continue
+        last = runs[-1]
+        builds = " / ".join(f"{r.info['build_seconds']:.2f} s" for r in runs)
+        same = float(np.mean(last.spikes == ref.spikes))
+        run_s = last.info["run_seconds"]
+        rows.append(f"| brian2 {target} | {T / run_s:,.0f} | {builds} | {same:.4%} | "
+                    f"{run_s / ref_s:.2f} |")
+    return rows
+
+
+def bench() -> str:
+    from networks import planted_network
+
+    net, x, _ = planted_network(D, K, 10, seed=0, n_inputs=N)
+    rows = []
+    try:
+        import brian2  # noqa: F401
+    except ImportError as err:
+        rows.append(f"| brian2 | not installed ({err}) | | | |")
+    else:
+        for label, scale in CASES:
+            rows += _case(net, x * scale, label)
+        rows.append(f"| brian2 cython, cold compile (empty cache) | {_cold_cython()} | | | |")
+    return "\n".join([
+        f"## Brian2 backend vs reference (D={D}, K={K}, N={N}, T={T})",
+        "",
+        f"Planted network, shared noise, one input; reference BLAS: {_blas()}. "
+        "Steps/s is Brian2's own run time of the T steps (event-driven synapses); "
+        "build = Brian2 objects + code generation + compilation or cache load, per call "
+        "(first call in this process / second call; cpp_standalone recompiles its project "
+        "on every call). time / reference = Brian2 run time over the reference's time "
+        "for the same T steps.",
+        "",
+        "| simulator | steps/s | build | counts = reference | time / reference |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    print(bench())

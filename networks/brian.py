@@ -1,0 +1,309 @@
+"""The Brian2 backend: the folded iP-VAE network as Brian2 objects (DESIGN.md §1–2).
+
+Topology (folded): the latent ``NeuronGroup`` of :mod:`neurons.brian` gets
+the constant feed-forward drive ``ff = Φᵀx/σ²`` of the current input as a
+state variable, and its lateral feedback through all-to-all ``Synapses`` with
+w_ij = (−ΦᵀΦ/σ²)[i, j].  The synapses are event-driven: a neuron with count
+z_j > 0 emits one Brian2 spike event and ``on_pre`` adds w_ij · z_j into every
+target's ``fb`` in the same step (zero delay), so the work per step is
+proportional to the neurons that fired, not K².  One Brian2 time step is one
+inference step; see :mod:`neurons.brian` for the schedule within a step.
+
+Inputs run one after another in the same network, each for T steps starting
+from u₀: a ``run_regularly`` with a period of T steps resets u and loads the
+next input's drive row, so a whole chunk of inputs is one Brian2 ``run``.
+Shared noise (default): input n's uniforms ξ (T, K) come from
+``networks.noise`` (stream keyed by seed, offset + n) or the explicit
+``noise[:, n]``; they are written into a noise table read by the firing code
+as ``ipvae_noise(step, i)`` (cpp_standalone: a 2-D ``TimedArray``).
+Independent noise (``independent_noise=True``): Brian2's own ``rand()``,
+seeded per chunk of inputs from (seed, offset + first input of the chunk).
+
+Recording: a ``SpikeMonitor`` with ``variables="z"`` records every active
+neuron's count (one event per active neuron-step); a ``StateMonitor`` reads u
+at the end of every step, after the integration (u_{t+1}); u_0 = u₀.
+
+Code generation: ``target="numpy" | "cython" | "cpp_standalone"``.  Cython
+(default) falls back to numpy with a warning when no C compiler works.  The
+compiled-code caches live outside the repository (:func:`cache_dir`);
+cpp_standalone builds in a fresh temporary directory that is removed after
+the run.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from networks.noise import sample_stream
+from networks.trace import trace_from_run
+
+TARGETS = ("numpy", "cython", "cpp_standalone")
+"""Brian2 code-generation targets this backend accepts."""
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_STATE = {}
+
+
+def import_brian2():
+    """Import brian2 or raise ImportError saying how to get it."""
+    try:
+        import brian2
+    except ImportError as err:
+        raise ImportError(f"the brian2 backend needs the brian2 package "
+                          f"(pip install brian2): {err}") from None
+    return brian2
+
+
+def cache_dir() -> Path:
+    """Directory for Brian2's compiled cython code, never inside the repository.
+
+    ``$IPVAE_BRIAN2_CACHE`` if set, else ``$XDG_CACHE_HOME/ipvae/brian2-cython``
+    (``~/.cache/...``); if that would fall inside the repository tree, a
+    per-user folder under the system temporary directory instead.
+    """
+    env = os.environ.get("IPVAE_BRIAN2_CACHE")
+    if env:
+        path = Path(env).expanduser().resolve()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        path = (base / "ipvae" / "brian2-cython").resolve()
+    if path == REPO_ROOT or REPO_ROOT in path.parents:
+        path = Path(tempfile.gettempdir()) / f"ipvae-brian2-cython-{os.getuid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _configure(brian2, target):
+    prefs = brian2.prefs
+    prefs.codegen.runtime.cython.cache_dir = str(cache_dir())
+    prefs.codegen.target = "cython" if target == "cython" else "numpy"
+
+
+def cython_available(brian2=None) -> bool:
+    """True when Brian2's cython target can compile here (checked once per process)."""
+    if "cython_ok" not in _STATE:
+        brian2 = brian2 or import_brian2()
+        brian2.prefs.codegen.runtime.cython.cache_dir = str(cache_dir())
+        try:
+            from brian2.codegen.runtime.cython_rt import CythonCodeObject
+
+            _STATE["cython_ok"] = bool(CythonCodeObject.is_available())
+        except Exception:  # any failure to compile means: not available
+            _STATE["cython_ok"] = False
+    return _STATE["cython_ok"]
+
+
+def resolve_target(target: str, brian2=None) -> str:
+    """Validate ``target``; ``cython`` becomes ``numpy`` (with a warning) without a compiler."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown Brian2 code-generation target {target!r}; "
+                         f"expected one of {', '.join(TARGETS)}")
+    if target == "cython" and not cython_available(brian2):
+        warnings.warn("Brian2's cython target cannot compile here (no working C compiler?); "
+                      "falling back to the numpy target", RuntimeWarning, stacklevel=3)
+        return "numpy"
+    if target == "cpp_standalone" and shutil.which("g++") is None and shutil.which("c++") is None:
+        raise RuntimeError("Brian2's cpp_standalone target needs a C++ compiler (g++), "
+                           "none found on PATH")
+    return target
+
+
+def _sample_noise(seed, offset, noise, n, steps, k):
+    if noise is not None:
+        return np.ascontiguousarray(noise[:, n, :], dtype=np.float64)
+    return sample_stream(seed, offset + n).random((steps, k))
+
+
+def _sample_seed(seed, index) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
+
+
+CHUNK_VALUES = 1 << 22
+"""Runtime targets run inputs in chunks whose noise table holds at most this many uniforms
+(32 MB): one Brian2 ``run`` per chunk (``Network.run`` costs a garbage collection)."""
+
+
+def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_values=None,
+          drive_values=None):
+    """The Brian2 objects of one network running ``n_inputs`` inputs of ``steps`` steps each.
+
+    ``noise``: "table" (runtime targets; ``noise_table`` (n_inputs·steps, K)
+    and ``drive_table`` (n_inputs, K) are written in place between runs),
+    "timed" (cpp_standalone: ``TimedArray`` tables holding ``noise_values``
+    and ``drive_values``) or "own" (Brian2's ``rand()``).
+
+    Returns a dict with ``network``, ``latents``, ``synapses``,
+    ``noise_table``, ``drive_table``, ``u_monitor`` (u at the end of every
+    step, i.e. u_{t+1}), ``z_monitor`` (count events) and ``dt``.
+    """
+    from neurons.brian import FEEDBACK_ON_PRE, FEEDBACK_SYNAPSE, latent_group, table_function
+
+    b2 = brian2
+    dt = dt if dt is not None else 1 * b2.ms
+    k = net.n_latents
+    gc.collect()  # fixed object names (so compiled code is reused) need old objects gone
+    rows = max(steps, 1) * n_inputs
+    if noise == "timed":
+        functions = dict(ipvae_drive=b2.TimedArray(drive_values, dt=steps * dt,
+                                                   name="ipvae_drive"))
+        if noise_values is not None:
+            functions["ipvae_noise"] = b2.TimedArray(noise_values, dt=dt, name="ipvae_noise")
+        noise_table, drive_table = noise_values, drive_values
+    else:
+        drive_table = np.zeros((n_inputs, k))
+        functions = dict(ipvae_drive=table_function("ipvae_drive", drive_table))
+        noise_table = None
+        if noise == "table":
+            noise_table = np.zeros((rows, k))
+            functions["ipvae_noise"] = table_function("ipvae_noise", noise_table)
+    latents = latent_group(k, net.u0, net.bias, eta=net.eta, clamp_u=net.clamp_u,
+                           clamp_du=net.clamp_du, steps=steps, noise=noise,
+                           functions=functions, dt=dt)
+    syn = b2.Synapses(latents, latents, FEEDBACK_SYNAPSE, on_pre=FEEDBACK_ON_PRE,
+                      dt=dt, name="feedback")
+    syn.connect(i=np.repeat(np.arange(k), k), j=np.tile(np.arange(k), k))
+    w = net.recurrent_weights()  # W[post, pre]
+    syn.w = w[np.asarray(syn.j[:]), np.asarray(syn.i[:])]
+    z_mon = b2.SpikeMonitor(latents, variables="z", name="counts")
+    u_mon = b2.StateMonitor(latents, "u", record=True, when="end", order=1, name="potentials")
+    network = b2.Network(latents, syn, z_mon, u_mon)
+    return dict(network=network, latents=latents, synapses=syn, noise_table=noise_table,
+                drive_table=drive_table, u_monitor=u_mon, z_monitor=z_mon, dt=dt)
+
+
+def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,
+        progress=False, target="cython", independent_noise=False, dt_ms=1.0):
+    """Run T = ``steps`` inference steps in Brian2 on inputs x (N, D); see ``networks.simulate``.
+
+    Extra options
+    -------------
+    target : "numpy" | "cython" (default) | "cpp_standalone".
+    independent_noise : use Brian2's own ``rand()`` instead of the shared uniforms
+        (then only statistics agree with other backends).  Seeded with
+        ``brian2.seed``, which also reseeds numpy's global generator.
+    dt_ms : duration of one inference step in Brian2 time (cosmetic).
+
+    Returns a Trace whose ``info`` records backend, target, noise mode and timings:
+    ``build_seconds`` (objects, code generation, compilation or cache load),
+    ``run_seconds`` (Brian2 running the steps), ``total_seconds``.
+    """
+    b2 = import_brian2()
+    x = net.check_input(x)
+    target = resolve_target(target, b2)
+    if not (np.isfinite(dt_ms) and dt_ms > 0):
+        raise ValueError(f"dt_ms must be a positive number of milliseconds, got {dt_ms}")
+    if independent_noise and noise is not None:
+        raise ValueError("independent_noise=True draws Brian2's own random numbers; "
+                         "do not also pass noise=")
+    n, k = x.shape[0], net.n_latents
+    drive = (x / net.sigma2) @ net.phi  # (N, K) feed-forward Φᵀx/σ²
+    info = dict(backend="brian2", target=target, seed=seed, offset=offset,
+                shared_noise=not independent_noise, feedback="event-driven synapses")
+    spikes = np.zeros((steps, n, k), dtype=np.int32)
+    u = np.zeros((steps + 1, n, k))
+    if steps == 0:
+        u[0] = net.u0
+        return trace_from_run(net, x, spikes, u, record, rate_metrics, info)
+    t0 = time.perf_counter()
+    previous = b2.prefs.codegen.target
+    try:
+        if target == "cpp_standalone":
+            timing = _run_standalone(b2, net, drive, steps, seed, offset, noise,
+                                     independent_noise, dt_ms, spikes, u, progress)
+        else:
+            timing = _run_runtime(b2, target, net, drive, steps, seed, offset, noise,
+                                  independent_noise, dt_ms, spikes, u, progress)
+    finally:
+        b2.prefs.codegen.target = previous  # leave the user's Brian2 preferences as found
+    info.update(timing, total_seconds=time.perf_counter() - t0)
+    return trace_from_run(net, x, spikes, u, record, rate_metrics, info)
+
+
+def _collect(objs, n, steps, k, spikes, u, u0):
+    """Copy the monitors' records of N inputs into spikes (T,N,K) and u (T+1,N,K)."""
+    z_mon, u_mon = objs["z_monitor"], objs["u_monitor"]
+    tstep = np.rint(np.asarray(z_mon.t[:] / objs["dt"])).astype(np.int64)
+    sample, step = np.divmod(tstep, steps)
+    spikes[step, sample, np.asarray(z_mon.i[:])] = np.rint(np.asarray(z_mon.z[:]))
+    uu = np.asarray(u_mon.u[:])  # (K, N*T)
+    if uu.shape != (k, n * steps):
+        raise RuntimeError(f"Brian2 StateMonitor recorded {uu.shape[1]} steps, "
+                           f"expected {n * steps}")
+    u[0] = u0
+    u[1:] = uu.T.reshape(n, steps, k).transpose(1, 0, 2)
+
+
+def _run_runtime(b2, target, net, drive, steps, seed, offset, noise, independent, dt_ms,
+                 spikes, u, progress):
+    _configure(b2, target)
+    n, k = drive.shape
+    chunk = max(1, min(n, CHUNK_VALUES // (steps * k)))
+    t0 = time.perf_counter()
+    objs = build(b2, net, steps, chunk, noise="own" if independent else "table",
+                 dt=dt_ms * b2.ms)
+    network, latents, dt = objs["network"], objs["latents"], objs["dt"]
+    network.run(0 * dt, namespace={})  # code generation and compilation (or cache load)
+    build_seconds, run_seconds = time.perf_counter() - t0, 0.0
+    with tqdm(total=n * steps, desc=f"brian2 ({target})", unit="step",
+              disable=not progress) as bar:
+        for first in range(0, n, chunk):
+            m = min(chunk, n - first)
+            objs["drive_table"][:m] = drive[first:first + m]
+            if independent:
+                b2.seed(_sample_seed(seed, offset + first))
+            else:
+                for j in range(m):
+                    objs["noise_table"][j * steps:(j + 1) * steps] = _sample_noise(
+                        seed, offset, noise, first + j, steps, k)
+            latents.t_start = network.t
+            t0 = time.perf_counter()
+            network.run(m * steps * dt, namespace={})
+            run_seconds += time.perf_counter() - t0
+            bar.update(m * steps)
+    _collect(objs, n, steps, k, spikes, u, net.u0)
+    return dict(build_seconds=build_seconds, run_seconds=run_seconds)
+
+
+def _run_standalone(b2, net, drive, steps, seed, offset, noise, independent, dt_ms,
+                    spikes, u, progress):
+    """cpp_standalone: one C++ program runs all N inputs, built in a temporary directory."""
+    n, k = drive.shape
+    workdir = tempfile.mkdtemp(prefix="ipvae-brian2-standalone-")
+    try:
+        b2.set_device("cpp_standalone", directory=workdir, build_on_run=False)
+        b2.prefs.devices.cpp_standalone.openmp_threads = 0
+        values = None
+        if not independent:  # all inputs' noise one after another in time: (N*T, K)
+            values = np.concatenate([_sample_noise(seed, offset, noise, i, steps, k)
+                                     for i in range(n)])
+        objs = build(b2, net, steps, n, noise="own" if independent else "timed",
+                     dt=dt_ms * b2.ms, noise_values=values, drive_values=drive)
+        network, latents, dt = objs["network"], objs["latents"], objs["dt"]
+        if independent:
+            b2.seed(_sample_seed(seed, offset))
+        latents.t_start = 0 * dt
+        network.run(n * steps * dt, namespace={})
+        with tqdm(total=n * steps, desc="brian2 (cpp_standalone)", unit="step",
+                  disable=not progress) as bar:
+            t0 = time.perf_counter()
+            b2.device.build(directory=workdir, compile=True, run=True, with_output=False)
+            total = time.perf_counter() - t0
+            bar.update(n * steps)
+        _collect(objs, n, steps, k, spikes, u, net.u0)
+        run_seconds = float(getattr(b2.device, "_last_run_time", float("nan")))
+        return dict(build_seconds=total - run_seconds, run_seconds=run_seconds)
+    except Exception as err:
+        raise RuntimeError(f"Brian2 cpp_standalone run failed: {err}") from err
+    finally:
+        b2.device.reinit()
+        b2.set_device("runtime")
+        shutil.rmtree(workdir, ignore_errors=True)

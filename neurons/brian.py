@@ -1,0 +1,318 @@
+"""The latent neuron population of the iP-VAE as a Brian2 ``NeuronGroup``.
+
+Equations are data (module-level strings); the mathematics comes from
+:mod:`neurons.poisson`, transcribed for Brian2's code generation:
+
+- ``ipvae_poisson_icdf(xi, r)`` (from :func:`brian_functions`) is a Brian2
+  user ``Function``: its ``numpy``
+  implementation calls :func:`neurons.poisson.poisson_icdf`; its ``cython`` and
+  ``cpp`` implementations transcribe literally the scalar recipe of that
+  function's docstring (float64, ``lgamma`` from C's math library).
+- ``ipvae_clamp(x, c)`` is the authors' clamp (hard floor −8, then the upper soft
+  clamp c − softplus(c − x)), likewise: numpy calls
+  :func:`neurons.poisson.clamp`; C uses the same branch structure as numpy's
+  ``logaddexp(0, ·)``.
+
+One Brian2 time step is one inference step (``dt`` is cosmetic: 1 ms means
+"one step").  Within a step the schedule is
+
+=========  =====================================================================
+slot       what happens
+=========  =====================================================================
+start      every T steps (a new input): u ← u0, ff ← the input's drive row.
+           ``FIRE``: z = poisson_icdf(ξ, exp(u)); ξ from the shared-noise
+           table ``ipvae_noise(step, i)`` (a 2-D ``TimedArray`` on
+           cpp_standalone), or ``rand()`` in independent-noise mode.
+thresholds every neuron with z > 0 emits one Brian2 spike event (``threshold``)
+synapses   the network's ``Synapses`` add w_ij · z_j into ``fb`` of every
+           target (event-driven: work ∝ the neurons that fired)
+end        ``INTEGRATE``: u ← clamp_u(u + clamp_du(η (ff + fb − b))); fb ← 0
+           (a ``StateMonitor`` of u after it, at ``end``, records u_{t+1})
+=========  =====================================================================
+
+Units: u is a log-rate (rate = exp(u) spikes per step); z is spikes per step;
+``ff`` and ``fb`` are currents in the units of Φᵀe (input / σ²).
+
+Spike events.  The latent group emits *one* Brian2 event per active neuron per
+step carrying its count ``z`` (a ``SpikeMonitor(group, variables="z")`` records
+it).  For a conventional raster with *z events* per step,
+:func:`count_raster_monitor` replays the counts through a
+``SpikeGeneratorGroup`` on a finer clock (see its docstring for the timing).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from neurons import poisson as _poisson
+
+LATENT_EQUATIONS = """
+u : 1                 # membrane potential u_t (log-rate, dimensionless)
+z : 1                 # spike count emitted this step
+ff : 1                # constant feed-forward drive Phi^T x / sigma^2 of the current input
+fb : 1                # recurrent input -sum_j (Phi^T Phi / sigma^2)_ij z_j, this step
+b : 1 (constant)      # leak / bias b > 0
+u0 : 1 (constant)     # initial potential (prior log-rate), restored for every input
+t_start : second (shared)  # time the current run (block of inputs) started
+"""
+"""Variables of the latent group (Brian2 ``Equations`` text)."""
+
+NOISE_TABLE = "ipvae_noise(timestep(t - t_start, dt), i)"
+"""ξ of this step from the runtime noise table (row = step since ``t_start``, column = neuron)."""
+
+NOISE_TIMED = "ipvae_noise(t - t_start, i)"
+"""ξ of this step from a 2-D ``TimedArray`` (used by cpp_standalone)."""
+
+NOISE_OWN = "rand()"
+"""Brian2's own uniform stream (independent-noise mode)."""
+
+FIRE = "z = ipvae_poisson_icdf({xi}, exp(u))"
+"""Firing: the Poisson inverse CDF of this step's uniform at rate exp(u); ``{xi}`` is one
+of :data:`NOISE_TABLE`, :data:`NOISE_TIMED`, :data:`NOISE_OWN`."""
+
+DRIVE_TABLE = "ipvae_drive(timestep(t - t_start, dt) // ipvae_steps, i)"
+DRIVE_TIMED = "ipvae_drive(t - t_start, i)"
+
+NEW_INPUT = "u = u0\nff = {drive}"
+"""Start of an input (a ``run_regularly`` whose ``dt`` is T steps): reset u, load the drive row
+(row = input index since ``t_start``)."""
+
+INTEGRATE = ("u = ipvae_clamp(u + ipvae_clamp(eta * (ff + fb - b), clamp_du), clamp_u)\n"
+             "fb = 0")
+"""Membrane update of DESIGN.md §1 (``eta``, ``clamp_du``, ``clamp_u`` from the namespace)."""
+
+THRESHOLD = "z > 0"
+"""A neuron emits a Brian2 spike event in every step in which its count is positive."""
+
+FEEDBACK_SYNAPSE = "w : 1 (constant)"
+FEEDBACK_ON_PRE = "fb_post += w * z_pre"
+"""Event-driven lateral feedback: w_ij = (−ΦᵀΦ/σ²)[i, j], weighted by the count z_j."""
+
+# ---------------------------------------------------------------- C transcriptions
+_START = _poisson.ICDF_START_SIGMAS
+_CAP_S = _poisson.ICDF_CAP_SIGMAS
+_CAP_X = _poisson.ICDF_CAP_EXTRA
+_FLOOR = _poisson.U_FLOOR
+
+_ICDF_CYTHON = f"""
+from libc.math cimport lgamma as _ipvae_lgamma
+
+cdef double ipvae_poisson_icdf(double xi, double r):
+    cdef double m = floor(max(r - {_START!r} * sqrt(r), 0.0))
+    cdef double p
+    if m > 0:
+        p = exp(m * log(r) - r - _ipvae_lgamma(m + 1.0))
+    else:
+        p = exp(0.0 - r - _ipvae_lgamma(m + 1.0))
+    cdef double F = p
+    cdef double cap = r + {_CAP_S!r} * sqrt(r) + {_CAP_X!r}
+    while F < xi and m < cap:
+        m += 1.0
+        p *= r / m
+        F += p
+    return m
+"""
+
+_ICDF_CPP = f"""
+static inline double ipvae_poisson_icdf(const double xi, const double r)
+{{
+    double m = floor(fmax(r - {_START!r} * sqrt(r), 0.0));
+    double p = exp((m > 0 ? m * log(r) : 0.0) - r - lgamma(m + 1.0));
+    double F = p;
+    const double cap = r + {_CAP_S!r} * sqrt(r) + {_CAP_X!r};
+    while (F < xi && m < cap) {{
+        m += 1.0;
+        p *= r / m;
+        F += p;
+    }}
+    return m;
+}}
+"""
+
+# softplus(y) = logaddexp(0, y), numpy's branch structure; clamp(x, c) = c - softplus(c - max(x, -8))
+_CLAMP_CYTHON = f"""
+cdef double ipvae_clamp(double x, double c):
+    cdef double v = x if x > {_FLOOR!r} else {_FLOOR!r}
+    cdef double y = c - v
+    cdef double sp
+    if y == 0.0:
+        sp = 0.6931471805599453
+    elif y > 0:
+        sp = y + log1p(exp(-y))
+    else:
+        sp = log1p(exp(y))
+    return c - sp
+"""
+
+_CLAMP_CPP = f"""
+static inline double ipvae_clamp(const double x, const double c)
+{{
+    const double v = x > {_FLOOR!r} ? x : {_FLOOR!r};
+    const double y = c - v;
+    double sp;
+    if (y == 0.0) sp = 0.6931471805599453;
+    else if (y > 0) sp = y + log1p(exp(-y));
+    else sp = log1p(exp(y));
+    return c - sp;
+}}
+"""
+
+
+def _functions():
+    """Build the Brian2 user Functions (imports brian2)."""
+    from brian2 import check_units, implementation
+
+    @implementation("cpp", _ICDF_CPP, headers=["<math.h>"])
+    @implementation("cython", _ICDF_CYTHON)
+    @implementation("numpy", discard_units=True)  # plain arrays: no per-call unit checks
+    @check_units(xi=1, r=1, result=1)
+    def ipvae_poisson_icdf(xi, r):
+        return _poisson.poisson_icdf(xi, r).astype(np.float64)
+
+    @implementation("cpp", _CLAMP_CPP, headers=["<math.h>"])
+    @implementation("cython", _CLAMP_CYTHON)
+    @implementation("numpy", discard_units=True)
+    @check_units(x=1, c=1, result=1)
+    def ipvae_clamp(x, c):
+        return _poisson.clamp(x, c)
+
+    return ipvae_poisson_icdf, ipvae_clamp
+
+
+_CACHE = {}
+
+
+def brian_functions():
+    """(poisson_icdf, clamp) as Brian2 ``Function`` objects, built once per process."""
+    if "f" not in _CACHE:
+        _CACHE["f"] = _functions()
+    return _CACHE["f"]
+
+
+def table_function(name, values):
+    """A Brian2 ``Function`` ``name(row, i)`` returning ``values[row, i]`` of a (rows, cols) table.
+
+    Unlike a ``TimedArray``, the table's size is not compiled into the cython
+    code (it is read from the namespace), so one compiled module serves every
+    number of steps, inputs and neurons.  ``values`` is used in place: write
+    new rows into it between runs.  Out-of-range rows give NaN.
+    """
+    from brian2 import Function
+
+    values = np.asarray(values)
+    if values.ndim != 2 or values.dtype != np.float64 or not values.flags.c_contiguous:
+        raise ValueError(f"table {name!r} must be a C-contiguous float64 2-D array")
+    flat = values.reshape(-1)
+    meta = np.array(values.shape, dtype=np.int32)
+
+    def lookup(row, i):
+        row = np.asarray(row, dtype=np.int64)
+        if np.any((row < 0) | (row >= meta[0])):
+            raise IndexError(f"{name}: row outside 0..{meta[0] - 1}")
+        return flat[row * meta[1] + np.asarray(i, dtype=np.int64)]
+
+    f = Function(lookup, arg_units=[1, 1], return_unit=1, arg_types=["integer", "integer"],
+                 return_type="float", stateless=True)
+    f.implementations.add_numpy_implementation(lookup, discard_units=True)
+    code = f"""
+cdef double {name}(long row, long i):
+    global _namespace{name}_values, _namespace{name}_meta
+    if row < 0 or row >= _namespace{name}_meta[0] or i < 0 or i >= _namespace{name}_meta[1]:
+        return _numpy.nan
+    return _namespace{name}_values[row * _namespace{name}_meta[1] + i]
+"""
+    f.implementations.add_implementation(
+        "cython", code, namespace={f"{name}_values": flat, f"{name}_meta": meta}, name=name)
+    return f
+
+
+def latent_group(n_latents, u0, bias, *, eta, clamp_u, clamp_du, steps, noise="table",
+                 functions=None, dt=None, name="latents"):
+    """The K latent neurons as a Brian2 ``NeuronGroup`` with its firing and integration.
+
+    Parameters
+    ----------
+    n_latents : K.
+    u0 : (K,) initial potentials; bias : (K,) leak b > 0.
+    eta, clamp_u, clamp_du : step size and soft-clamp ceilings (scalars).
+    steps : T, inference steps per input (the group resets u and loads the next
+        input's drive every T steps).
+    noise : "table" (runtime targets: ``ipvae_noise(row, i)`` from
+        :func:`table_function`), "timed" (a 2-D ``TimedArray`` ``ipvae_noise``;
+        cpp_standalone) or "own" (Brian2's ``rand()``, independent noise).
+    functions : dict of the Brian2 functions ``ipvae_noise`` (unless "own")
+        and ``ipvae_drive`` (rows = inputs since ``t_start``, columns = neurons).
+    dt : the Brian2 time step standing for one inference step (default 1 ms).
+
+    Returns the ``NeuronGroup``.
+    """
+    from brian2 import BrianLogger, NeuronGroup, ms
+
+    if "quiet" not in _CACHE:  # threshold without reset is intended: the event carries z
+        BrianLogger.suppress_name("only_threshold")
+        _CACHE["quiet"] = True
+
+    icdf, clamp_fn = brian_functions()
+    dt = 1 * ms if dt is None else dt
+    namespace = dict(ipvae_poisson_icdf=icdf, ipvae_clamp=clamp_fn, eta=float(eta),
+                     clamp_u=float(clamp_u), clamp_du=float(clamp_du), ipvae_steps=int(steps),
+                     **(functions or {}))
+    xi = dict(table=NOISE_TABLE, timed=NOISE_TIMED, own=NOISE_OWN)[noise]
+    drive = DRIVE_TIMED if noise == "timed" else DRIVE_TABLE
+    group = NeuronGroup(int(n_latents), LATENT_EQUATIONS, threshold=THRESHOLD, reset=None,
+                        method="exact", namespace=namespace, dt=dt, name=name, order=0)
+    group.u0 = np.asarray(u0, dtype=np.float64)
+    group.u = group.u0[:]
+    group.b = np.asarray(bias, dtype=np.float64)
+    group.run_regularly(NEW_INPUT.format(drive=drive), dt=int(steps) * dt, when="start",
+                        order=0, name=f"{name}_new_input")
+    group.run_regularly(FIRE.format(xi=xi), when="start", order=1, name=f"{name}_fire")
+    group.run_regularly(INTEGRATE, when="end", order=0, name=f"{name}_integrate")
+    return group
+
+
+def count_raster_monitor(counts, dt=None, *, name="count_raster", target="numpy"):
+    """Replay spike counts as individual Brian2 spike events and return the SpikeMonitor.
+
+    Each step's count z of neuron k becomes z events of neuron k inside that
+    step: with M = the largest count in ``counts``, the step [t·dt, (t+1)·dt)
+    is split into M slots of dt/M and the j-th of the z events (j = 0 … z−1)
+    falls at slot floor(j·M / z), i.e. the z events are spread evenly over the
+    step, the first at its start.  A ``SpikeGeneratorGroup`` on the fine clock
+    emits them and a ``SpikeMonitor`` records them (a separate small Brian2
+    ``Network``; the cost is T·M fine steps).
+
+    Parameters
+    ----------
+    counts : (T, K) non-negative integer spike counts (one input of a Trace).
+    dt : duration of one inference step (default 1 ms, as the backend uses).
+    target : Brian2 code-generation target of the replay (default numpy: no compile).
+
+    Returns
+    -------
+    brian2.SpikeMonitor with ``i`` (neuron) and ``t`` (time) of every event;
+    per step totals equal ``counts``.
+    """
+    from brian2 import Network, SpikeGeneratorGroup, SpikeMonitor, ms, prefs
+
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or (counts.size and counts.min() < 0):
+        raise ValueError(f"counts must be a (T, K) array of non-negative integers, "
+                         f"got shape {counts.shape}")
+    dt = 1 * ms if dt is None else dt
+    steps, k = counts.shape
+    m = max(1, int(counts.max()) if counts.size else 1)
+    tt, kk = np.nonzero(counts)
+    z = counts[tt, kk].astype(np.int64)
+    rep = np.repeat(np.arange(len(z)), z)
+    j = np.arange(len(rep)) - np.repeat(np.cumsum(z) - z, z)
+    slot = tt[rep] * m + (j * m) // z[rep]
+    fine = dt / m
+    previous = prefs.codegen.target
+    prefs.codegen.target = target
+    try:
+        gen = SpikeGeneratorGroup(k, kk[rep], slot * fine, dt=fine, name=f"{name}_generator*")
+        mon = SpikeMonitor(gen, name=f"{name}*")
+        Network(gen, mon).run(steps * dt, namespace={})
+    finally:
+        prefs.codegen.target = previous
+    return mon
