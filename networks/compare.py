@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from networks.network import atomic_write
+from networks.plots import plot_rasters, pyplot, save_figure
 from networks.simulate import simulate
 
 AGREEMENT_THRESHOLD = 0.9999
@@ -189,63 +190,13 @@ def compare_statistics(traces: dict, trials: int | None = None, alpha: float = A
 
 
 # ------------------------------------------------------------------------ figures
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_raster_comparison(traces: dict, path, sample: int = 0, max_neurons: int = 128) -> Path:
-    """Side-by-side rasters (inference step × neuron, colour = count) of one input.
-
-    One panel per backend, then one difference panel per further backend
-    (its counts minus the first backend's).  Neurons: those that fired in any
-    backend (at least 16 rows, at most ``max_neurons``), most active in the
-    first backend at the bottom, the same order in every panel.
-    """
-    plt = _pyplot()
-    from matplotlib import colors
-
-    labels = list(traces)
-    first = traces[labels[0]]
-    totals = first.spikes[:, sample].sum(axis=0)
-    fired = sum((traces[k].spikes[:, sample] > 0).sum(axis=0) for k in labels) > 0
-    rows = min(max(int(fired.sum()), 16), max_neurons, len(totals))
-    order = np.lexsort((-fired.astype(int), -totals))[:rows]
-    rasters = {k: traces[k].spikes[:, sample][:, order] for k in labels}
-    vmax = max(1, max(int(r.max(initial=0)) for r in rasters.values()))
-    panels = [(k, rasters[k], False) for k in labels]
-    panels += [(f"{k} − {labels[0]}", rasters[k] - rasters[labels[0]], True) for k in labels[1:]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4.2), squeeze=False)
-    steps = first.steps
-    extent = (steps[0] - 0.5, steps[-1] + 0.5, -0.5, len(order) - 0.5) if len(steps) else None
-    for ax, (label, r, is_diff) in zip(axes[0], panels):
-        d = max(1, int(np.abs(r).max(initial=0)))
-        # square-root colour scale so single spikes show beside counts of ~100
-        norm = (colors.TwoSlopeNorm(0, -d, d) if is_diff
-                else colors.PowerNorm(0.5, vmin=0, vmax=vmax))
-        im = ax.imshow(r.T, aspect="auto", interpolation="nearest", origin="lower",
-                       extent=extent, cmap="RdBu_r" if is_diff else "magma", norm=norm)
-        n_diff = int(np.count_nonzero(r)) if is_diff else None
-        ax.set_title(label if not is_diff else f"{label} ({n_diff} differ)")
-        ax.set_xlabel("inference step")
-        ax.set_ylabel("neuron (rank by activity)")
-        fig.colorbar(im, ax=ax, label="count difference" if is_diff else "spikes / step")
-    fig.suptitle(f"spike counts, input {sample}")
-    fig.tight_layout()
-    return _save(fig, plt, path)
-
-
 def plot_mse_curves(traces: dict, path, trials: int | None = None) -> Path:
     """Per-step MSE/pixel of every backend, overlaid (log scale).
 
     With ``trials`` (independent noise), the curve is the mean over trials and
     inputs with a 95% confidence band (mean ± 1.96 standard errors over trials).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = ["-", "--", ":", "-."]
     for j, (label, tr) in enumerate(traces.items()):
@@ -264,15 +215,7 @@ def plot_mse_curves(traces: dict, path, trials: int | None = None) -> Path:
     ax.set_ylabel("MSE / pixel")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------ runner
@@ -349,7 +292,7 @@ def run_comparison(net, x, steps, backends, out_dir, *, seed=0, offset=0, option
                        mean_count=float(tr.spikes.mean()) if tr.spikes.size else 0.0,
                        final_mse=float(tr.mse()[-1]) if tr.n_steps else None)
             for name, tr in traces.items()})
-    figs = dict(rasters=plot_raster_comparison(traces, out / "rasters.png"),
+    figs = dict(rasters=plot_rasters(traces, out / "rasters.png"),
                 mse=plot_mse_curves(traces, out / "mse.png",
                                     trials if independent_noise else None))
     report["figures"] = {k: str(v) for k, v in figs.items()}

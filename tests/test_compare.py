@@ -8,7 +8,7 @@ import pytest
 from conftest import require
 from networks import planted_network, save_network, simulate
 from networks.compare import (AGREEMENT_THRESHOLD, compare_shared, compare_statistics,
-                              plot_mse_curves, plot_raster_comparison, run_comparison)
+                              plot_mse_curves, plot_rasters, run_comparison)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_statistics_same_network_passes_perturbed_fails(problem):
 def test_figures(problem, tmp_path):
     net, x = problem
     traces = {"a": simulate(net, x, 16, seed=0), "b": simulate(net, x, 16, seed=1)}
-    for path in (plot_raster_comparison(traces, tmp_path / "r.png"),
+    for path in (plot_rasters(traces, tmp_path / "r.png"),
                  plot_mse_curves(traces, tmp_path / "m.png"),
                  plot_mse_curves(traces, tmp_path / "c.png", trials=2)):
         assert path.stat().st_size > 5000

@@ -5,14 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from networks.plots import pyplot, save_figure
 
 
 def plot_curves(result: dict, path, title: str | None = None) -> Path:
@@ -20,7 +13,7 @@ def plot_curves(result: dict, path, title: str | None = None) -> Path:
 
     The x axis is the 1-based step t + 1, so the first step sits at 1 on the log axis.
     """
-    plt = _pyplot()
+    plt = pyplot()
     t = np.arange(1, result["steps"] + 1)
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     panels = [
@@ -45,10 +38,7 @@ def plot_curves(result: dict, path, title: str | None = None) -> Path:
     fig.suptitle(title or f"{ds.get('name', '?')} ({ds.get('split', '?')}, "
                  f"{result['n_inputs']} inputs), reference backend, true Poisson counts")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_examples(result: dict, path, steps=(0, 16, 160, None)) -> Path:
@@ -57,7 +47,7 @@ def plot_examples(result: dict, path, steps=(0, 16, 160, None)) -> Path:
     ``steps``: which recorded steps to show (None = the last step); steps that
     were not recorded or lie past T are skipped.
     """
-    plt = _pyplot()
+    plt = pyplot()
     ex = result["examples"]
     shape = tuple(ex["input_shape"])
     if len(shape) != 2:
@@ -87,7 +77,4 @@ def plot_examples(result: dict, path, steps=(0, 16, 160, None)) -> Path:
             if i == 0:
                 ax.set_title(name, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

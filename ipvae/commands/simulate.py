@@ -14,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     add_data_arguments(p)
     p.add_argument("--out", required=True, help="trace file to write (.npz)")
-    p.add_argument("--raster", help="also draw the spike raster to this PNG")
+    p.add_argument("--raster", help="also draw the spike raster of the first input to this PNG")
 
 
 def run(args):
@@ -32,6 +32,7 @@ def run(args):
     if args.raster:
         from networks.plots import plot_rasters
 
-        plot_rasters({args.backend: trace}, args.raster)
+        label = " ".join(filter(None, (args.backend, args.topology, args.target)))
+        plot_rasters({label: trace}, args.raster)
         print(f"wrote {args.raster}")
     return 0
