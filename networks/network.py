@@ -167,6 +167,19 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (numpy scalars and arrays allowed)."""
+    def default(o):
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
+
+    text = json.dumps(obj, indent=2, sort_keys=True, default=default)
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def save_network(net: IPVAENetwork, path) -> Path:
     """Write ``net`` to ``path`` (.npz) atomically; returns the path."""
     arrays = net.to_arrays()

@@ -203,10 +203,8 @@ def test_cpp_standalone_needs_compiler(planted_problem, monkeypatch):
         simulate(net, x, 4, backend="brian2", target="cpp_standalone")
 
 
-@pytest.mark.skipif(os.environ.get("IPVAE_SLOW_TESTS") != "1",
-                    reason="cpp_standalone compiles a whole C++ project (30-90 s); "
-                           "set IPVAE_SLOW_TESTS=1 (benchmarks/bench_brian.py checks it too)")
 def test_cpp_standalone_counts_equal_reference(tmp_path):
+    """Compiles a whole C++ project (30-90 s): the suite's slowest test, kept in CI."""
     require("brian2")
     net, x, _ = planted_network(50, 37, 4, seed=1, n_inputs=5)
     ref = simulate(net, x, STEPS, seed=11)
