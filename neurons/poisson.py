@@ -203,10 +203,26 @@ def membrane_update(u, feedback, eta, bias, clamp_u, clamp_du):
     feedback : (..., K) the decoder-feedback current Φᵀ e_t, e_t = (x − Φ z_t)/σ².
     eta : scalar step size η; bias : (K,) leak b > 0; clamp_u, clamp_du : ceilings.
 
-    Returns the (..., K) potentials after the step.
+    Returns the (..., K) potentials after the step (a new array; the inputs are
+    not modified).  Computed in place in one temporary, which is the same
+    arithmetic as ``clamp(u + clamp(eta * (feedback - bias), clamp_du), clamp_u)``
+    at a third of the memory traffic.
     """
-    du = eta * (feedback - bias)
-    return clamp(u + clamp(du, clamp_du), clamp_u)
+    du = np.empty(np.broadcast_shapes(np.shape(u), np.shape(feedback), np.shape(bias)))
+    np.subtract(feedback, bias, out=du)
+    du *= eta
+    _clamp_inplace(du, clamp_du)
+    du += u
+    return _clamp_inplace(du, clamp_u)
+
+
+def _clamp_inplace(x, c):
+    """``clamp(x, c)`` written into float64 array x."""
+    np.maximum(x, U_FLOOR, out=x)
+    np.subtract(c, x, out=x)
+    np.logaddexp(0.0, x, out=x)
+    np.subtract(c, x, out=x)
+    return x
 
 
 def prediction_error(x, recon, sigma2):
