@@ -38,6 +38,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+quality: $(STAMP)
+	$(PY) -m pytest -q -s tests_quality
+
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out benchmarks/results.md
 

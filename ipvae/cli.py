@@ -15,6 +15,8 @@ COMMANDS = [
     "ipvae.commands.info",
     "ipvae.commands.planted",
     "ipvae.commands.simulate",
+    "ipvae.commands.compare",
+    "ipvae.commands.train",
     "ipvae.commands.evaluate",
 ]
 

@@ -1,0 +1,128 @@
+"""Training throughput and peak memory (issue 4): K=512, T_train=16, batch 100, D=784.
+
+Each configuration runs in a fresh process (so its peak RSS is its own):
+warm-up iterations, then timed full training iterations (keyed noise, forward
+through 16 unrolled steps, BPTT, Adamax step) on embedded-MNIST digits.
+Widths: the authors' initial 10 and the width DESIGN §1's rule asks for at the
+largest rate training reached (``epoch_max_u`` in a run's checkpoint, e.g.
+``runs/quality``; set IPVAE_BENCH_RUN to choose the run).  Parameters come from
+that run's network file when it exists (realistic activity), else the initial
+model.  Anchor: the authors' code ran 242 img/s at width 10 (1.2–1.3 GB peak).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTHORS_IMG_S = 242.0
+
+CHILD = r"""
+import json, resource, sys, time
+import neurons, torch
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["threads"])
+from train.data import load_dataset
+from train.model import IPVAEModel, training_noise
+ds = load_dataset("mnist", "train")
+x = torch.as_tensor(ds.x[:100])
+if cfg["net"]:
+    from networks import load_network
+    model = IPVAEModel.from_network(load_network(cfg["net"]), dtype=torch.float32, width=cfg["width"])
+else:
+    model = IPVAEModel(784, 512, width=cfg["width"])
+model.set_schedule(cfg["temperature"])
+opt = torch.optim.Adamax(model.parameters(), lr=1e-5)
+if cfg["dense"]:  # the authors' way: all W arrival times for every neuron, global RNG
+    import neurons.snntorch as ns
+    def dense(rate, temperature, e, g=None, tail=True):
+        s = torch.cumsum(e, -1) / rate.unsqueeze(-1)
+        return torch.sigmoid((1.0 - s) / temperature).sum(-1)
+    ns.relaxed_poisson = dense
+def step(i):
+    if cfg["dense"]:
+        noise = (torch.empty(17, 100, 512, cfg["width"]).exponential_(), torch.zeros(17, 100, 512))
+    else:
+        noise = training_noise(0, i, range(100), 512, cfg["width"])
+    out = model(x, 16, noise, beta=24.0)
+    opt.zero_grad(); out["loss"].backward(); opt.step()
+base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+for i in range(2):
+    step(i)
+t0 = time.perf_counter()
+for i in range(cfg["iters"]):
+    step(100 + i)
+dt = time.perf_counter() - t0
+print(json.dumps(dict(img_s=100 * cfg["iters"] / dt, base_mb=base_mb,
+                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+"""
+
+
+def _run(width, threads, temperature, net, iters=8, dense=False):
+    cfg = dict(width=width, threads=threads, temperature=temperature, net=net, iters=iters,
+               dense=dense)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _needed_width(run: Path):
+    import math
+
+    import torch
+
+    from neurons.snntorch import width_needed
+
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.is_file():
+        return None, None
+    max_u = max(torch.load(ckpt, weights_only=False)["history"]["epoch_max_u"])
+    return width_needed(math.exp(max_u)), max_u
+
+
+def bench() -> str:
+    run = Path(os.environ.get("IPVAE_BENCH_RUN", ROOT / "runs" / "quality"))
+    net = run / "model.npz"
+    net = str(net) if net.is_file() else None
+    needed, max_u = _needed_width(run)
+    widths = [10] + ([needed] if needed and needed != 10 else [64])
+    rows = []
+    for width in widths:
+        for temperature in (1.0, 0.01):
+            for dense in (False, True):
+                r = _run(width, 2, temperature, net, dense=dense)
+                kind = "dense (authors' way)" if dense else "keyed, active-only"
+                rows.append(f"| {kind} | {width} | {temperature} | 2 | {r['img_s']:.0f} | "
+                            f"{r['img_s'] / AUTHORS_IMG_S:.1f}x | {r['peak_mb']:.0f} | "
+                            f"{r['peak_mb'] - r['base_mb']:.0f} |")
+    src = (f"parameters of `{net}`" if net else "initial parameters (no trained run found)")
+    note = (f"width needed = DESIGN §1 rule at the largest training rate e^{max_u:.2f} "
+            f"(from {run}/checkpoint.pt)" if needed else
+            "no trained run found: second width is 64 (the prototype's cap)")
+    return "\n".join([
+        "## Training throughput (K=512, T_train=16, batch 100, D=784)",
+        "",
+        f"Full iterations (noise, 16 unrolled steps, BPTT, Adamax) with {src}; "
+        f"{note}. Anchor: authors' code {AUTHORS_IMG_S:.0f} img/s at width 10, 1.2–1.3 GB.",
+        "",
+        "| sampler | width | temperature | threads | img/s | vs 242 img/s | peak RSS MB | "
+        "training's share MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        "The dense rows run the same model with the authors' sampler (all W arrivals of every "
+        "neuron, noise from the global generator): the same-machine, same-load baseline. "
+        "Peak RSS includes torch's CUDA build and the data set (~0.9 GB before the first "
+        "iteration); the last column is what training adds on top. Throughput is wall-clock "
+        f"on a machine shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end).",
+        ""])
+
+
+if __name__ == "__main__":
+    print(bench())

@@ -1,0 +1,128 @@
+"""The snntorch latent neuron: exact counts at temperature 0, relaxed counts above it."""
+import numpy as np
+import pytest
+
+import neurons  # noqa: F401  (OMP_WAIT_POLICY before torch)
+import torch
+from snntorch import SpikingNeuron
+
+from neurons.poisson import membrane_update, poisson_icdf
+from neurons.snntorch import PoissonLatent, relaxed_poisson, width_needed
+
+torch.set_num_threads(1)
+
+
+def test_is_an_snntorch_neuron():
+    assert issubclass(PoissonLatent, SpikingNeuron)
+
+
+def test_temperature_zero_gives_the_reference_counts_exactly():
+    rng = np.random.default_rng(1)
+    k = 64
+    lat = PoissonLatent(k, dtype=torch.float64, learn=False)
+    # potentials spanning the floor to the e^10 ceiling, including huge rates
+    u = torch.as_tensor(rng.uniform(-8, 10, size=(50, k)))
+    xi = torch.as_tensor(rng.random((50, k)))
+    got = lat.fire(u, xi)
+    want = poisson_icdf(xi.numpy(), np.exp(u.numpy()))
+    assert got.dtype == torch.float64
+    np.testing.assert_array_equal(got.numpy().astype(np.int64), want)
+    assert want.max() > 1000  # the large-rate branch was exercised
+
+
+def test_forward_step_is_the_reference_membrane_update_then_spikes():
+    rng = np.random.default_rng(2)
+    k, n = 32, 20
+    lat = PoissonLatent(k, log_bias=torch.as_tensor(rng.normal(-3, 0.5, k)), log_eta=-0.5,
+                        clamp_u=6.0, clamp_du=5.0, dtype=torch.float64)
+    mem = torch.as_tensor(rng.uniform(-6, 6, (n, k)))
+    fb = torch.as_tensor(rng.normal(0, 5, (n, k)))
+    xi = torch.as_tensor(rng.random((n, k)))
+    spk, mem2 = lat(fb, mem, noise=xi)
+    want_u = membrane_update(mem.numpy(), fb.numpy(), np.exp(-0.5),
+                             np.exp(lat.log_bias.detach().numpy()), 6.0, 5.0)
+    np.testing.assert_allclose(mem2.detach().numpy(), want_u, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(spk.numpy(), poisson_icdf(xi.numpy(), np.exp(mem2.detach().numpy())))
+
+
+def test_hidden_state_conventions():
+    k = 8
+    lat = PoissonLatent(k, init_hidden=True, output=True, dtype=torch.float64)
+    mem = lat.reset_mem(3)
+    assert mem.shape == (3, k) and torch.equal(mem[1], lat.u0)
+    spk, mem2 = lat(torch.zeros(3, k), noise=torch.full((3, k), 0.5, dtype=torch.float64))
+    assert torch.equal(lat.mem, mem2) and spk.shape == (3, k)
+    PoissonLatent.reset_hidden()
+    assert torch.equal(lat.mem, lat.u0.expand(3, k))
+    with pytest.raises(TypeError, match="init_hidden"):
+        lat(torch.zeros(3, k), mem)
+    plain = PoissonLatent(k, init_hidden=True)
+    assert plain(torch.zeros(2, k)).shape == (2, k)  # spikes only, snntorch style
+    with pytest.raises(ValueError, match="channels"):
+        PoissonLatent(k)(torch.zeros(2, k + 1), torch.zeros(2, k + 1))
+
+
+def test_relaxed_mean_tends_to_the_rate_as_temperature_falls():
+    gen = torch.Generator().manual_seed(0)
+    n, w = 40000, 10
+    # rates below, near and beyond the width (the tail term handles r > W)
+    rates = torch.tensor([0.05, 0.5, 2.0, 6.0, 25.0], dtype=torch.float64)
+    e = torch.empty(n, len(rates), w, dtype=torch.float64).exponential_(generator=gen)
+    g = torch.randn(n, len(rates), dtype=torch.float64, generator=gen)
+    r = rates.expand(n, -1)
+    errors = []
+    for temp in (1.0, 0.3, 0.1, 0.01):
+        z = relaxed_poisson(r, temp, e, g)
+        errors.append((z.mean(0) - rates).abs())
+    errors = torch.stack(errors)
+    # the bias shrinks with the temperature (same noise at every temperature) ...
+    assert torch.all(errors[-1] < errors[0])
+    assert errors[0].max() > 0.1
+    # ... and at 0.01 the mean is the rate within sampling error (Poisson sd √r / √n)
+    se = torch.sqrt(rates / n)
+    assert torch.all(errors[-1] < 5 * se + 2e-3), (errors[-1], se)
+
+
+def test_relaxed_counts_are_differentiable_in_the_rate():
+    gen = torch.Generator().manual_seed(3)
+    n, w = 20000, 10
+    rate = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    e = torch.empty(n, w, dtype=torch.float64).exponential_(generator=gen)
+    g = torch.randn(n, dtype=torch.float64, generator=gen)
+    z = relaxed_poisson(rate.expand(n), 0.05, e, g).mean()
+    z.backward()
+    assert abs(float(rate.grad) - 1.0) < 0.1  # d E[z] / d r = 1
+
+
+def test_relaxed_needs_positive_temperature_and_matching_width():
+    with pytest.raises(ValueError, match="temperature"):
+        relaxed_poisson(torch.ones(2), 0.0, torch.ones(2, 3))
+    lat = PoissonLatent(4, temperature=0.5, width=5)
+    with pytest.raises(ValueError, match="width"):
+        lat.fire(torch.zeros(2, 4), (torch.ones(2, 4, 3), torch.zeros(2, 4)))
+
+
+def test_width_rule():
+    from scipy.stats import poisson
+
+    for r in (0.1, 5.0, 400.0):
+        n = width_needed(r)
+        assert poisson.sf(n, r) < 1e-3 <= poisson.sf(n - 2, r)
+
+
+def test_sparse_relaxed_sampler_equals_the_dense_formula():
+    from neurons.snntorch import DenseNoise
+
+    gen = torch.Generator().manual_seed(5)
+    n, k, w = 200, 30, 8
+    u = torch.empty(n, k, dtype=torch.float64).uniform_(-7, 3, generator=gen)
+    e = torch.empty(n, k, w, dtype=torch.float64).exponential_(generator=gen)
+    g = torch.randn(n, k, dtype=torch.float64, generator=gen)
+    rate = torch.exp(u)
+    for temp in (1.0, 0.1, 0.01):
+        s = torch.cumsum(e, -1) / rate.unsqueeze(-1)
+        dense = torch.sigmoid((1 - s) / temp).sum(-1)
+        m = rate * torch.relu(1 - s[..., -1])
+        dense = dense + torch.where(m > 0, torch.relu(m + torch.sqrt(m) * g), 0 * m)
+        got = relaxed_poisson(rate, temp, DenseNoise(e, g))
+        torch.testing.assert_close(got, dense, rtol=0, atol=1e-7 * w)

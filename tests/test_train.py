@@ -1,0 +1,197 @@
+"""Training: gradients, export to the network file, distributed = single process, resume."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neurons  # noqa: F401  (OMP_WAIT_POLICY before torch)
+import torch
+
+from networks import simulate
+from networks.noise import shared_uniforms
+from networks.planted import planted_network
+from train.data import Dataset
+from train.model import IPVAEModel, training_noise
+from train.trainer import TrainConfig, lr_factor, schedule, train
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_dataset(n=60, d=36, seed=0):
+    """Sparse non-negative mixtures of a few random 6x6 patterns."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.random((8, d)) * (rng.random((8, d)) < 0.4)
+    codes = rng.poisson(0.6, (n, 8))
+    x = (codes @ atoms).astype(np.float32)
+    return Dataset(x, codes.argmax(1), (6, 6), dict(name="tiny", preprocessing="none"))
+
+
+def tiny_config(**kw):
+    base = dict(latents=16, t_train=4, batch=20, epochs=4, beta=1.0, eval_steps=0,
+                progress=False, threads=1, width=6)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
+    ds = tiny_dataset()
+    x = torch.as_tensor(ds.x[:20])
+    model = IPVAEModel(36, 16, input_shape=(6, 6), seed=0)
+    model.set_schedule(temperature=0.5, clamp_u=4.0, clamp_du=4.0)
+    noise = training_noise(0, 0, range(20), 16, model.latent.width)
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-2)
+    loss0 = model(x, 8, noise, beta=1.0)["loss"]
+    opt.zero_grad()
+    loss0.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+    opt.step()
+    loss1 = model(x, 8, noise, beta=1.0)["loss"]
+    assert float(loss1.detach()) < float(loss0.detach())
+
+
+def test_training_noise_is_keyed_by_sample_index():
+    a = training_noise(3, 1, [5, 9, 2], 8, 6).step(4)
+    b = training_noise(3, 1, [2, 5], 8, 6).step(4)
+    # sample 5 is row 0 in a, row 1 in b: flat indices 0..7 and 8..15
+    ea = a.exponentials(torch.arange(0, 8), 0, 6)
+    eb = b.exponentials(torch.arange(8, 16), 0, 6)
+    assert torch.equal(ea, eb) and (ea > 0).all()
+    assert torch.equal(a.normals(torch.arange(16, 24)), b.normals(torch.arange(0, 8)))
+    # another epoch or another step: other draws
+    assert not torch.equal(ea, training_noise(3, 2, [5], 8, 6).step(4).exponentials(
+        torch.arange(8), 0, 6))
+    assert not torch.equal(ea, training_noise(3, 1, [5], 8, 6).step(5).exponentials(
+        torch.arange(8), 0, 6))
+    # the draws are standard exponentials
+    e = training_noise(0, 0, range(500), 64, 4).step(0).exponentials(None, 0, 4)
+    assert abs(float(e.mean()) - 1) < 0.02 and abs(float(e.var()) - 1) < 0.05
+
+
+def test_exported_network_reproduces_the_torch_models_r2_curve():
+    net, x, _ = planted_network(64, 32, 4, seed=1, n_inputs=40)
+    steps, seed = 60, 7
+    model = IPVAEModel.from_network(net)  # float64
+    back = model.to_network()
+    for name in ("phi", "log_sigma", "log_bias", "u0"):
+        np.testing.assert_allclose(getattr(back, name), getattr(net, name), rtol=1e-12, atol=1e-14)
+    model.set_schedule(0.0)  # true Poisson counts
+    xi = torch.as_tensor(shared_uniforms(seed, steps + 1, len(x), 32))
+    with torch.no_grad():
+        out = model(torch.as_tensor(x), steps, xi, keep_trajectory=True)
+    trace = simulate(net, x, steps, seed=seed)
+    torch_r2 = out["r2"][:steps].mean(1).numpy()
+    ref_r2 = trace.r2()
+    # same uniforms, same recurrence: the rasters agree (a rounding flip may be allowed) ...
+    same = (out["z"][:steps].numpy() == trace.spikes).mean()
+    assert same > 0.999
+    # ... and the R² curves agree within sampling noise (across-input standard error)
+    se = (1 - trace.step_mse / x.var(axis=1)).std(axis=1) / np.sqrt(len(x))
+    assert np.all(np.abs(torch_r2 - ref_r2) <= 3 * se + 1e-9)
+    assert ref_r2[-1] > ref_r2[0] + 0.1  # inference actually does something here
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_nonlinear_decoders_use_jacobian_feedback_and_refuse_export(kind):
+    torch.manual_seed(0)
+    model = IPVAEModel(36, 8, input_shape=(6, 6), decoder=kind, hidden=16, dtype=torch.float64)
+    z = torch.rand(3, 8, dtype=torch.float64, requires_grad=True)
+    recon = model.decoder(z)
+    err = torch.randn(3, 36, dtype=torch.float64)
+    fb = model.decoder.feedback(z, recon, err)
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(model.decoder, z[i:i + 1].detach())
+        np.testing.assert_allclose(fb[i].detach().numpy(),
+                                   (err[i] @ jac.reshape(36, 8)).numpy(), rtol=1e-10, atol=1e-12)
+    model.set_schedule(0.5, 3.0, 3.0)
+    x = torch.rand(4, 36, dtype=torch.float64)
+    noise = training_noise(0, 0, range(4), 8, model.latent.width)
+    out = model(x, 3, noise)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    with pytest.raises(ValueError, match="only linear decoders"):
+        model.to_network()
+
+
+def test_schedules():
+    cfg = TrainConfig(epochs=10)
+    n = 1000
+    assert lr_factor(0, n, cfg) < 0.05 and lr_factor(49, n, cfg) == pytest.approx(1.0)
+    assert lr_factor(n - 1, n, cfg) == pytest.approx(cfg.lr_min / cfg.lr, rel=0.05)
+    s0, s_mid, s_end = schedule(0, n, cfg), schedule(500, n, cfg), schedule(n - 1, n, cfg)
+    assert s0["temperature"] == 1.0 and s_mid["temperature"] == pytest.approx(0.01)
+    assert s0["clamp_u"] < 2.1 and s_end["clamp_u"] == cfg.clamp_u
+    assert s0["beta"] < 0.1 * cfg.beta and s_end["beta"] == cfg.beta
+
+
+def _state(path):
+    return torch.load(Path(path) / "checkpoint.pt", weights_only=False)
+
+
+def test_resume_continues_exactly(tmp_path):
+    ds = tiny_dataset()
+    full = train(tiny_config(), tmp_path / "full", dataset=ds)
+    part = train(tiny_config(), tmp_path / "part", dataset=ds, stop_after=2)
+    assert not part["metrics"]["finished"] and _state(tmp_path / "part")["epoch"] == 2
+    with pytest.raises(RuntimeError, match="resume"):
+        train(tiny_config(), tmp_path / "part", dataset=ds)
+    done = train(tiny_config(), tmp_path / "part", dataset=ds, resume=True)
+    assert done["metrics"]["finished"]
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "part")
+    assert a["epoch"] == b["epoch"] == 4
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], rtol=1e-6)
+    assert (tmp_path / "part" / "model.npz").is_file()
+    assert (tmp_path / "part" / "loss.png").is_file()
+    assert (tmp_path / "part" / "dictionary.png").is_file()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_with_the_combined_batch(tmp_path):
+    rng = np.random.default_rng(4)
+    data = tmp_path / "tiny.npy"
+    np.save(data, (rng.random((60, 16)) * (rng.random((60, 16)) < 0.5)).astype(np.float32))
+    args = ["-m", "ipvae", "train", "--data", str(data), "--latents", "8", "--t-train", "4",
+            "--batch", "8", "--epochs", "1", "--eval-steps", "0", "--threads", "1",
+            "--beta", "1", "--no-progress"]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+                          "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                          "--master_port", str(_free_port()), *args,
+                          "--out", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _state(tmp_path / "one"), _state(tmp_path / "two")
+    assert a["epoch"] == b["epoch"] == 1
+    assert len(a["history"]["loss"]) == 6  # 48 training inputs / batch 8
+    moved = 0.0
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-5, atol=1e-6)
+    init = IPVAEModel(16, 8, seed=0).state_dict()
+    moved = max(float((a["model"][k] - init[k]).abs().max()) for k in init)
+    assert moved > 1e-4  # training changed the parameters
+
+
+def test_cli_errors(tmp_path):
+    from ipvae.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--no-progress"]) == 2
+    assert main(["train", "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2
+    assert main(["train", "--decoder", "linear", "--beta", "-1", "--out", str(tmp_path / "y"),
+                 "--no-progress"]) == 2
