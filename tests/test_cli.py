@@ -1,4 +1,5 @@
 """The ``ipvae`` command line: happy paths and one-line errors."""
+import json
 import subprocess
 import sys
 
@@ -56,7 +57,24 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
     assert "network file not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_demo_writes_its_outputs(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--steps", "30"]) == 0
-    for name in ("planted.npz", "trace_reference.npz", "raster.png"):
-        assert (tmp_path / name).stat().st_size > 0
+def test_demo_trains_evaluates_and_cross_checks_all_backends(tmp_path):
+    """A miniature of `make demo`: every stage runs and writes its outputs; a rerun reuses."""
+    args = ["demo", "--out", str(tmp_path), "--minutes", "0.1", "--latents", "24",
+            "--eval-steps", "20", "--eval-n", "10", "--probe-n", "100", "--compare-steps", "8"]
+    assert main(args) == 0
+    for name in ("train/model.npz", "train/dictionary.png", "evaluate/evaluation.json",
+                 "evaluate/curves.png", "compare/report.json", "compare/rasters.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    report = json.loads((tmp_path / "compare" / "report.json").read_text())
+    assert set(report["backends"]) == {"reference", "lava", "brian2"} and report["passed"]
+    stamp = (tmp_path / "train" / "model.npz").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (tmp_path / "train" / "model.npz").stat().st_mtime_ns == stamp
+
+
+def test_building_the_parser_loads_no_simulator_or_torch():
+    code = ("import sys, ipvae.cli as c; c.build_parser(); "
+            "heavy = [m for m in ('torch', 'lava', 'brian2') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

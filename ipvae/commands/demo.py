@@ -21,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--eval-steps", type=int, default=300,
                    help="inference steps of the evaluation (default 300; T_train is 16)")
     p.add_argument("--eval-n", type=int, default=200, help="held-out digits evaluated")
+    p.add_argument("--probe-n", type=int, default=1000,
+                   help="training digits the linear probe is fit on")
     p.add_argument("--backends", default="reference,lava,brian2",
                    help="backends cross-checked (default reference,lava,brian2)")
     p.add_argument("--compare-steps", type=int, default=64)
@@ -34,7 +36,8 @@ def run(args):
     from train.data import load_dataset
     from train.evaluate import evaluate, summary, to_json
     from train.evaluate_plots import plot_curves, plot_examples
-    from train.trainer import CHECKPOINT, TrainConfig, train
+    from train.config import TrainConfig
+    from train.trainer import CHECKPOINT, train
 
     out = Path(args.out)
     model_path = out / "train" / "model.npz"
@@ -51,7 +54,7 @@ def run(args):
 
     print(f"[2/3] evaluating on {args.eval_n} held-out digits for {args.eval_steps} steps")
     test = load_dataset("mnist", "test", seed=args.seed).head(args.eval_n)
-    probe = load_dataset("mnist", "train", seed=args.seed).head(1000)
+    probe = load_dataset("mnist", "train", seed=args.seed).head(args.probe_n)
     res = evaluate(net, test, steps=args.eval_steps, seed=args.seed, probe_train=probe,
                    probe_step=[args.eval_steps])
     write_json(out / "evaluate" / "evaluation.json", to_json(res))
