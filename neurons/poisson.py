@@ -182,16 +182,25 @@ def poisson_kl(u_post, u_prior, form: str = "exact"):
     - ``"exact"``: e^{u_prior} · (1 + e^δ (δ − 1)), the true Poisson KL;
     - ``"posterior"``: e^δ times that (the authors' code: the posterior rate in
       front), which penalises rate increases harder.
+
+    Takes numpy arrays (float64) or torch tensors (differentiable).
     """
-    u_post = np.asarray(u_post, dtype=np.float64)
-    u_prior = np.asarray(u_prior, dtype=np.float64)
+    if form not in ("exact", "posterior"):
+        raise ValueError(f"unknown KL form {form!r}; expected 'exact' or 'posterior'")
+    if _is_tensor(u_post):  # the training model differentiates through this same formula
+        exp = type(u_post).exp
+    else:
+        exp = np.exp
+        u_post = np.asarray(u_post, dtype=np.float64)
+        u_prior = np.asarray(u_prior, dtype=np.float64)
     delta = u_post - u_prior
-    kl = np.exp(u_prior) * (1.0 + np.exp(delta) * (delta - 1.0))
-    if form == "exact":
-        return kl
-    if form == "posterior":
-        return np.exp(delta) * kl
-    raise ValueError(f"unknown KL form {form!r}; expected 'exact' or 'posterior'")
+    kl = exp(u_prior) * (1.0 + exp(delta) * (delta - 1.0))
+    return kl if form == "exact" else exp(delta) * kl
+
+
+def _is_tensor(x) -> bool:
+    """True for a torch tensor, told apart without importing torch."""
+    return type(x).__module__.startswith("torch")
 
 
 def membrane_update(u, feedback, eta, bias, clamp_u, clamp_du):

@@ -109,3 +109,18 @@ def test_membrane_update_follows_design_equation():
     du = clamp(0.5 * (fb - b), 7.0)
     np.testing.assert_array_equal(got, clamp(u + du, 8.0))
     assert got[2] < 8.0
+
+
+def test_kl_on_torch_tensors_is_the_same_formula_and_differentiable():
+    import torch
+    u_post = torch.tensor([-3.0, 0.0, 2.0, 4.0], dtype=torch.float64, requires_grad=True)
+    u_prior = torch.tensor([-2.0, 1.5, 0.5, 4.2], dtype=torch.float64)
+    for form in ("exact", "posterior"):
+        got = poisson_kl(u_post, u_prior, form)
+        want = poisson_kl(u_post.detach().numpy(), u_prior.numpy(), form)
+        np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-14)
+    poisson_kl(u_post, u_prior).sum().backward()
+    # d/du_post of e^{u_prior}(1 + e^δ(δ−1)) = e^{u_post}·δ
+    np.testing.assert_allclose(u_post.grad.numpy(),
+                               np.exp(u_post.detach().numpy()) * (u_post - u_prior).detach().numpy(),
+                               rtol=1e-12)

@@ -25,21 +25,11 @@ import torch
 from torch import nn
 
 from networks.network import LOG_SIGMA_LIMIT, IPVAENetwork
+from neurons.poisson import poisson_kl
 from neurons.snntorch import DEFAULT_WIDTH, KeyedNoiseSteps, PoissonLatent
 from train.config import DECODERS, KL_FORMS
 
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-def poisson_kl(u_post: torch.Tensor, u_prior: torch.Tensor, form: str) -> torch.Tensor:
-    """Per-neuron Poisson KL in nats (torch version of ``neurons.poisson.poisson_kl``)."""
-    delta = u_post - u_prior
-    kl = torch.exp(u_prior) * (1.0 + torch.exp(delta) * (delta - 1.0))
-    if form == "exact":
-        return kl
-    if form == "posterior":
-        return torch.exp(delta) * kl
-    raise ValueError(f"unknown KL form {form!r}; expected one of {KL_FORMS}")
 
 
 class LinearDecoder(nn.Module):
