@@ -150,12 +150,12 @@ def _continue_search(m, p, r, x, first_width=8, max_width=4096):
         ff = np.empty((width + 1, n))
         mm = m + np.arange(width + 1.0)[:, None]
         pp[0], ff[0] = p, cdf
+        np.divide(r, mm[1:], out=pp[1:])                            # factors r / m
         if n > _ROW_LOOP_ABOVE:
             for j in range(1, width + 1):
-                np.multiply(pp[j - 1], r / mm[j], out=pp[j])
+                np.multiply(pp[j - 1], pp[j], out=pp[j])
                 np.add(ff[j - 1], pp[j], out=ff[j])
         else:
-            np.divide(r, mm[1:], out=pp[1:])
             np.cumprod(pp, axis=0, out=pp)
             ff[1:] = pp[1:]
             np.cumsum(ff, axis=0, out=ff)
