@@ -148,24 +148,31 @@ def _continue_search(m, p, r, x, first_width=8, max_width=4096):
         # Rows 1..width hold terms m+1 … m+width; row 0 seeds the accumulation.
         pp = np.empty((width + 1, n))
         ff = np.empty((width + 1, n))
-        mm = m + np.arange(width + 1.0)[:, None]
         pp[0], ff[0] = p, cdf
-        np.divide(r, mm[1:], out=pp[1:])                            # factors r / m
         if n > _ROW_LOOP_ABOVE:
+            mj = m.copy()
             for j in range(1, width + 1):
+                mj += 1.0                                   # m + j, exact in float64
+                np.divide(r, mj, out=pp[j])
                 np.multiply(pp[j - 1], pp[j], out=pp[j])
                 np.add(ff[j - 1], pp[j], out=ff[j])
         else:
+            np.divide(r, m + np.arange(1.0, width + 1.0)[:, None], out=pp[1:])
             np.cumprod(pp, axis=0, out=pp)
             ff[1:] = pp[1:]
             np.cumsum(ff, axis=0, out=ff)
-        stop = (ff[1:] >= x) | (mm[1:] >= cap)
+        stop = ff[1:] >= x
+        # The cap can bind within this block only where m + width ≥ cap (rare).
+        near = np.flatnonzero(m + width >= cap)
+        if near.size:
+            stop[:, near] |= (m[near] + np.arange(1.0, width + 1.0)[:, None]) >= cap[near]
         first = stop.argmax(axis=0)
         cols = np.arange(n)
         done = stop[first, cols]
-        out[idx[done]] = mm[first[done] + 1, cols[done]]
+        out[idx[done]] = m[done] + (first[done] + 1.0)
+        m_last = m + float(width)
         going = ~done
-        m, p, cdf = mm[-1, going], pp[-1, going], ff[-1, going]
+        m, p, cdf = m_last[going], pp[-1, going], ff[-1, going]
         r, x, cap, idx = r[going], x[going], cap[going], idx[going]
         if idx.size:
             need = r + 5.0 * np.sqrt(r) + 10.0 - m
