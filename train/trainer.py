@@ -35,7 +35,6 @@ averages the gradients) and a resumed run is the same as an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -47,7 +46,8 @@ import neurons  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 from tqdm.auto import tqdm
 
-from networks.network import atomic_write, save_network
+from networks.network import atomic_write, save_network, write_json
+from networks.plots import pyplot, save_figure
 from train.config import TrainConfig
 from train.model import IPVAEModel, training_noise
 
@@ -282,7 +282,7 @@ def finish(model, cfg, out, data, history, test_dataset, metrics) -> dict:
     if cfg.decoder != "linear":
         torch.save(model.state_dict(), out / "model.pt")
         extra["note"] = f"{cfg.decoder} decoder: saved model.pt (not exportable to the network file)"
-        _write_json(out / "metrics.json", {**metrics, **extra, "config": cfg.to_dict()})
+        write_json(out / "metrics.json", {**metrics, **extra, "config": cfg.to_dict()})
         return extra
     net = model.to_network(meta)
     save_network(net, out / "model.npz")  # before evaluating, so a failed evaluation loses nothing
@@ -303,20 +303,17 @@ def finish(model, cfg, out, data, history, test_dataset, metrics) -> dict:
         extra["evaluation"] = summary(res)
         plot_inference(res["r2_spikes"], res["sparsity"], out / "inference.png",
                              r2_rates=res["r2_rates"])
-        _write_json(out / "evaluation.json", to_json(res))
+        write_json(out / "evaluation.json", to_json(res))
     meta["metrics"] = {**metrics, **extra}
     net.meta = meta
     save_network(net, out / "model.npz")
-    _write_json(out / "metrics.json", {**metrics, **extra, "config": cfg.to_dict()})
+    write_json(out / "metrics.json", {**metrics, **extra, "config": cfg.to_dict()})
     return extra
 
 
 def plot_loss(history, path):
     """Training loss per iteration (and its per-epoch mean) to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     loss = np.asarray(history["loss"])
@@ -331,16 +328,12 @@ def plot_loss(history, path):
     ax.set_ylabel("loss (NLL + β·KL, nats/input)")
     ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_dictionary(net, path, n=100):
     """The n dictionary elements (columns of Φ) with the largest norm, as image tiles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     shape = net.input_shape if len(net.input_shape) == 2 else None
     if shape is None:
@@ -357,16 +350,12 @@ def plot_dictionary(net, path, n=100):
         m = np.abs(w).max() or 1.0
         ax.imshow(w, cmap="RdBu_r", vmin=-m, vmax=m)
     fig.suptitle("dictionary Φ (largest-norm elements)")
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90))
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_inference(r2, sparsity, path, r2_rates=None):
     """R² (spikes, and rates if given) and sparsity against inference step (log axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t = np.arange(1, len(r2) + 1)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -380,22 +369,4 @@ def plot_inference(r2, sparsity, path, r2_rates=None):
     b.set_xlabel("inference step t + 1")
     b.set_ylabel("sparsity (fraction of zero counts)")
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-
-
-def _write_json(path, obj):
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+    save_figure(fig, path, dpi=110)
