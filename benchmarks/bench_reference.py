@@ -91,6 +91,13 @@ def bench() -> str:
         memory = f"failed: {out.stderr.strip().splitlines()[-1]}"
     numpy_blas, torch_blas = _blas_kernels()
     ratio, low_ratio = best / t_products, low / t_products
+    from networks import reference
+    from neurons import kernels
+
+    blocks = len(reference.row_blocks(N, K, reference.default_threads())) - 1
+    engine = ("compiled C kernels (neurons/_kernels.c)" if kernels.compiled()
+              else "numpy fallback (the C kernels were not built)")
+    engine += f"; {blocks} row block(s) in threads, BLAS single-threaded within each"
     return "\n".join([
         "## Reference simulator (issue 3)",
         "",
@@ -99,6 +106,7 @@ def bench() -> str:
         "",
         "| what | value |",
         "| --- | --- |",
+        f"| sampling and membrane update | {engine} |",
         f"| reference, planted inputs (codes 50–150; {count:.2f} spikes/neuron/step) | "
         f"{N / best:,.0f} sample-steps/s ({best * 1e3:.1f} ms/step) |",
         f"| reference, inputs × 0.05 ({low_count:.2f} spikes/neuron/step) | "

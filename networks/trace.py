@@ -126,22 +126,24 @@ class TraceRecorder:
         self.step_rate_mse = np.full((steps, n), np.nan)
         self.info = dict(info or {})
 
-    def add(self, t, u, z, recon, residual=None, rate=None):
+    def add(self, t, u, z, recon, residual=None, rate=None, rows=slice(None)):
         """Record step t: u (N, K) potentials, z (N, K) counts, recon (N, D) = Φ z.
 
         ``residual`` (x − recon) and ``rate`` (e^u), when the caller has them, save
-        recomputing them.
+        recomputing them.  ``rows`` (a slice of the batch) records a block of
+        inputs only; blocks with disjoint rows may be added from different threads.
         """
-        residual = self.x - recon if residual is None else residual
-        self.step_mse[t] = np.einsum("nd,nd->n", residual, residual) / residual.shape[1]
-        self.step_zeros[t] = np.count_nonzero(z == 0, axis=1) / z.shape[1]
+        x = self.x[rows]
+        residual = x - recon if residual is None else residual
+        self.step_mse[t, rows] = np.einsum("nd,nd->n", residual, residual) / residual.shape[1]
+        self.step_zeros[t, rows] = np.count_nonzero(z == 0, axis=1) / z.shape[1]
         r = np.exp(u) if rate is None else rate
-        self.step_rate[t] = r.mean(axis=1)
+        self.step_rate[t, rows] = r.mean(axis=1)
         if self.rate_metrics:
-            self.step_rate_mse[t] = np.mean((self.x - r @ self.net.phi.T) ** 2, axis=1)
+            self.step_rate_mse[t, rows] = np.mean((x - r @ self.net.phi.T) ** 2, axis=1)
         i = self._slot.get(int(t))
         if i is not None:
-            self.spikes[i], self.u[i], self.recon[i] = z, u, recon
+            self.spikes[i, rows], self.u[i, rows], self.recon[i, rows] = z, u, recon
 
     def finish(self, u_final) -> Trace:
         """Close the run with the final potentials u_T (N, K) and return the Trace."""
