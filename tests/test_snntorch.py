@@ -126,3 +126,39 @@ def test_sparse_relaxed_sampler_equals_the_dense_formula():
         dense = dense + torch.where(m > 0, torch.relu(m + torch.sqrt(m) * g), 0 * m)
         got = relaxed_poisson(rate, temp, DenseNoise(e, g))
         torch.testing.assert_close(got, dense, rtol=0, atol=1e-7 * w)
+
+
+@pytest.mark.parametrize("kl_form", ["exact", "posterior"])
+def test_fused_step_equals_forward_then_kl(kl_form):
+    """PoissonLatent.step (one autograd node, hand-written derivatives) = forward + poisson_kl."""
+    from neurons.poisson import poisson_kl
+    from neurons.snntorch import DenseNoise
+
+    gen = torch.Generator().manual_seed(7)
+    n, k, w = 30, 12, 6
+    log_bias = torch.empty(k, dtype=torch.float64).normal_(-3, 0.5, generator=gen)
+    lat = PoissonLatent(k, log_bias=log_bias, log_eta=-0.3, clamp_u=5.0, clamp_du=4.0, temperature=0.2, width=w,
+                        dtype=torch.float64)
+    fb0 = torch.empty(n, k, dtype=torch.float64).normal_(0, 4, generator=gen)
+    u0 = torch.empty(n, k, dtype=torch.float64).uniform_(-9, 6, generator=gen)  # also < floor
+    e = torch.empty(n, k, w, dtype=torch.float64).exponential_(generator=gen)
+    g = torch.randn(n, k, dtype=torch.float64, generator=gen)
+    weights = [torch.randn(n, k, dtype=torch.float64, generator=gen) for _ in range(2)]
+    weights.append(torch.randn(n, dtype=torch.float64, generator=gen))
+    results = []
+    for fused in (True, False):
+        lat.zero_grad()
+        fb, u = fb0.clone().requires_grad_(), u0.clone().requires_grad_()
+        if fused:
+            z, u1, kl, rate = lat.step(fb, u, noise=DenseNoise(e, g), kl_form=kl_form)
+            torch.testing.assert_close(rate, torch.exp(u1.detach()))
+        else:
+            z, u1 = lat(fb, u, noise=(e, g))
+            kl = poisson_kl(u1, u, kl_form).sum(1)
+        loss = (z * weights[0]).sum() + (u1 * weights[1]).sum() + (kl * weights[2]).sum()
+        loss.backward()
+        results.append(([z, u1, kl], [fb.grad, u.grad, lat.log_eta.grad, lat.log_bias.grad]))
+    (va, ga), (vb, gb) = results
+    for a, b in zip(va + ga, vb + gb):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-9, atol=1e-11)
+    assert float((z.detach() > 0.5).double().mean()) > 0.05

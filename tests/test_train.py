@@ -195,3 +195,44 @@ def test_cli_errors(tmp_path):
                  "--no-progress"]) == 2
     assert main(["train", "--decoder", "linear", "--beta", "-1", "--out", str(tmp_path / "y"),
                  "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("kl_form", ["exact", "posterior"])
+@pytest.mark.parametrize("temperature,dense",
+                         [(0.7, False), (0.7, True), (0.05, False), (0.0, False)])
+def test_hand_written_bptt_equals_autograd(kl_form, temperature, dense):
+    """The fused linear model (folded form, one autograd node, hand-written BPTT) gives the
+    step-by-step autograd composition's loss, curves and every parameter gradient."""
+    ds = tiny_dataset(n=12)
+    x = torch.as_tensor(ds.x, dtype=torch.float64)
+    model = IPVAEModel(36, 16, input_shape=(6, 6), seed=3, clamp_u=4.0, clamp_du=3.0,
+                       dtype=torch.float64, width=5)
+    with torch.no_grad():  # an active regime: Φ large enough that latents fire and compete
+        model.decoder.phi.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(1))
+        model.log_sigma_raw.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(2))
+    model.set_schedule(temperature)
+    if dense:  # explicit exponentials and tail normals (steps+1, N, K, W), (steps+1, N, K)
+        gen = torch.Generator().manual_seed(5)
+        noise = (torch.empty(7, 12, 16, 5, dtype=torch.float64).exponential_(generator=gen),
+                 torch.randn(7, 12, 16, dtype=torch.float64, generator=gen))
+    elif temperature > 0:
+        noise = training_noise(0, 1, range(12), 16, 5)
+    else:
+        noise = torch.as_tensor(shared_uniforms(0, 7, 12, 16))
+    results = []
+    for fused in (True, False):
+        model.zero_grad()
+        out = model(x, 6, noise, beta=3.0, kl_form=kl_form, fused=fused)
+        out["loss"].backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        results.append((out, grads))
+    (a, ga), (b, gb) = results
+    assert 0.05 < float(a["zeros"].mean()) < 0.95  # neither silent nor saturated
+    torch.testing.assert_close(a["loss"], b["loss"], rtol=1e-10, atol=1e-10)
+    for key in ("nll", "kl", "r2", "zeros", "max_u"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-9)
+    for k in gb:
+        assert gb[k].abs().max() > 0, k
+        torch.testing.assert_close(ga[k], gb[k], rtol=1e-8, atol=1e-10 * float(gb[k].abs().max()))
+    last = model(x, 6, noise, beta=3.0, kl_form=kl_form, r2_steps="last")["r2"]
+    torch.testing.assert_close(last, a["r2"][-1:], rtol=1e-9, atol=1e-9)

