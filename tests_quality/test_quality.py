@@ -14,7 +14,7 @@ Poisson counts:
 The figures go to ``runs/quality/metrics.json`` (and the test output).  Set
 ``IPVAE_QUALITY_REUSE=1`` to check an existing ``runs/quality`` without
 retraining.  The small check runs the same pipeline and criteria at a size that
-takes a few minutes (K = 128, 1 minute of training on 1,000 digits, 300 held-out
+takes a few minutes (K = 128, 100 epochs (~1 minute) of training on 1,000 digits, 300 held-out
 digits to step 200, probe fit on the 1,000 training digits), with floors scaled to that size.
 """
 import json
@@ -30,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FULL_FLOORS = dict(r2_160=0.50, gain_16_160=0.03, drop_160_end=0.0, sparsity_160=0.90,
                    probe_gap=0.02)
-# Calibrated on three 1-minute runs here (R² at t = 16 → 160: 0.52 → 0.57, 0.53 → 0.55,
-# 0.61 → 0.64; sparsity at 160: 0.79, 0.82, 0.76; probe on rates 0.86, 0.82, 0.84 vs 0.86 on
-# pixels with 1,000 training digits; no runaway).  The 1-minute budget makes the number of
-# epochs depend on the machine's load, hence the margins.
+# The small check trains a fixed number of epochs (not a time budget), so its figures do
+# not depend on the machine's speed or load.  Calibrated here with the default config at
+# K = 128, 100 epochs on 1,000 digits: R² at t = 16 → 160 → 199: 0.460 → 0.497 → 0.497,
+# sparsity at 160: 0.817, probe on rates 0.813 vs 0.86 on pixels, no runaway.  (30 epochs
+# are too few at this size: the code collapses, R² < 0.)
 SMALL_FLOORS = dict(r2_160=0.45, gain_16_160=0.01, drop_160_end=0.01, sparsity_160=0.70,
                     probe_gap=0.06)
 
@@ -80,10 +81,8 @@ def _record(out: Path, f: dict, floors: dict, fails: list):
 def test_quality_small(tmp_path):
     from train.data import load_dataset
 
-    # at this size the default β and learning rate collapse the code in 200 iterations
-    cfg = TrainConfig(data="mnist", n_train=1000, latents=128, t_train=16, epochs=200,
-                      beta=8.0, lr=5e-3, beta_warmup=0.3, time_budget=1.0, threads=2,
-                      eval_steps=0, progress=False)
+    cfg = TrainConfig(data="mnist", n_train=1000, latents=128, t_train=16, epochs=100,
+                      threads=2, eval_steps=0, progress=False)
     test = load_dataset("mnist", "test").head(300)
     probe = load_dataset("mnist", "train").head(1000)
     res = train(cfg, tmp_path)
