@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 AUTHORS_IMG_S = 242.0
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import neurons, torch
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
@@ -53,7 +53,9 @@ def step(i):
     else:             # exactly what train.trainer runs
         out = model(x, 16, noise, beta=24.0, r2_steps="last")
     opt.zero_grad(); out["loss"].backward(); opt.step()
-base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_mb():  # this process image's own high-water mark (ru_maxrss would include the parent's)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+base_mb = peak_mb()
 for i in range(2):
     step(i)
 t0 = time.perf_counter()
@@ -61,7 +63,7 @@ for i in range(cfg["iters"]):
     step(100 + i)
 dt = time.perf_counter() - t0
 print(json.dumps(dict(img_s=100 * cfg["iters"] / dt, base_mb=base_mb,
-                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+                      peak_mb=peak_mb())))
 """
 
 

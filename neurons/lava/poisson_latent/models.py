@@ -2,7 +2,8 @@
 
 The bit-accurate ``fixed_pt`` model will sit beside it (a later issue).  The
 step itself is ``neurons.poisson.poisson_icdf`` and
-``neurons.poisson.membrane_update``, shared with every other backend.
+``neurons.poisson.membrane_update``, shared with every other backend (run by their
+compiled transcription in ``neurons.kernels``, which gives the same numbers).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurons.lava.failures import fail_at_step, reporting
 from neurons.lava.poisson_latent.process import PoissonLatent
-from neurons.poisson import membrane_update, poisson_icdf
+from neurons import kernels
 
 
 @implements(proc=PoissonLatent, protocol=LoihiProtocol)
@@ -82,11 +83,16 @@ class PyPoissonLatentModelFloat(PyLoihiProcessModel):
         if j == 0:
             self._start_sample(n)
         elif j % self._stride == 0:
-            self.u = membrane_update(self.u, a_in + self.drive, self.eta.item(), self.bias,
-                                     self.clamp_u.item(), self.clamp_du.item())
+            u_next = np.empty_like(self.u)
+            kernels.membrane(self.u, np.ascontiguousarray(a_in + self.drive, dtype=np.float64),
+                             self.eta.item(), self.bias, self.clamp_u.item(),
+                             self.clamp_du.item(), u_next)
+            self.u = u_next
         self.u_out.send(self.u)
         if j % self._stride == 0 and (self._steps is None or j < self._stride * self._steps):
-            counts = poisson_icdf(self._uniforms(j // self._stride), np.exp(self.u))
+            rate, counts = np.empty_like(self.u), np.empty_like(self.u)
+            kernels.spikes(self.u, np.ascontiguousarray(self._uniforms(j // self._stride),
+                                                        dtype=np.float64), rate, counts)
             self.s_out.send(counts.astype(np.int32))
         else:
             self.s_out.send(self._zeros)
