@@ -44,10 +44,9 @@ def _memory_probe():
     t = time.perf_counter()
     trace = simulate(net, x, MEM_STEPS, record=[MEM_STEPS - 1])
     elapsed = time.perf_counter() - t
-    # VmHWM: this process image's high-water mark; ru_maxrss would include the parent's
-    # RSS at fork (Linux carries it across exec).
-    peak = next(int(line.split()[1]) for line in open("/proc/self/status")
-                if line.startswith("VmHWM")) / 1024  # KiB -> MiB
+    from benchmarks.memory import peak_mib
+
+    peak = peak_mib()
     print(f"{peak:.0f} {elapsed:.1f} {trace.mse()[-1]:.4g}")
 
 

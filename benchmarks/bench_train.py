@@ -53,9 +53,8 @@ def step(i):
     else:             # exactly what train.trainer runs
         out = model(x, 16, noise, beta=24.0, r2_steps="last")
     opt.zero_grad(); out["loss"].backward(); opt.step()
-def peak_mb():  # this process image's own high-water mark (ru_maxrss would include the parent's)
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
-base_mb = peak_mb()
+from benchmarks.memory import peak_mib
+base_mb = peak_mib()
 for i in range(2):
     step(i)
 t0 = time.perf_counter()
@@ -63,7 +62,7 @@ for i in range(cfg["iters"]):
     step(100 + i)
 dt = time.perf_counter() - t0
 print(json.dumps(dict(img_s=100 * cfg["iters"] / dt, base_mb=base_mb,
-                      peak_mb=peak_mb())))
+                      peak_mb=peak_mib())))
 """
 
 

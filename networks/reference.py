@@ -35,12 +35,13 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
                         info=dict(backend="reference", seed=seed, offset=offset,
                                   shared_noise=True))
     u_final = np.empty((n, k))
+    phi_t = np.ascontiguousarray(net.phi.T)  # (K, D), shared by every block
     edges = row_blocks(n, k, default_threads() if threads is None else threads)
     with tqdm(total=steps, desc="reference", unit="step", disable=not progress) as bar:
         def run_rows(lo, hi):
             rows = slice(lo, hi)
             block_noise = None if noise is None else noise[:, rows]
-            u_final[rows] = _run_rows(net, x[rows], steps, rec, rows, seed, offset + lo,
+            u_final[rows] = _run_rows(net, phi_t, x[rows], steps, rec, rows, seed, offset + lo,
                                       block_noise, block, bar if lo == 0 else None)
 
         if len(edges) == 2:
@@ -55,15 +56,16 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     return rec.finish(u_final)
 
 
-def _run_rows(net, x, steps, rec, rows, seed, offset, noise, block, bar):
+def _run_rows(net, phi_t, x, steps, rec, rows, seed, offset, noise, block, bar):
     """The recurrence for one block of inputs x (n, D); records into ``rec`` at ``rows``.
 
+    phi_t : Φᵀ (K, D), C-contiguous.
     Returns the final potentials u_T (n, K).  The prediction error is
     (x − Φz)/σ² (``neurons.poisson.prediction_error``), written out here because
     its numerator is also the trace's residual.  Per-step arrays are allocated once.
     """
     n, k, d = x.shape[0], net.n_latents, net.input_dim
-    phi, phi_t = net.phi, np.ascontiguousarray(net.phi.T)
+    phi = net.phi
     sigma2, bias, eta = net.sigma2, net.bias, net.eta
     u = np.broadcast_to(net.u0, (n, k)).astype(np.float64, order="C")  # a writable copy
     u_next, rate, z, feedback = (np.empty((n, k)) for _ in range(4))
