@@ -1,9 +1,11 @@
 """Build of the one compiled module; all metadata lives in setup.cfg."""
 from setuptools import Extension, setup
 
-# No -ffast-math, no contraction into FMAs: the kernels must round exactly as
-# the numpy functions they transcribe (neurons/poisson.py).  Optional: without
-# a C compiler the install goes on and neurons.kernels falls back to numpy
-# (same numbers, slower); tests/test_kernels.py fails under CI=true then.
+# No -ffast-math, no contraction into FMAs: the kernels must round as the numpy
+# functions they transcribe (neurons/poisson.py); only exp/log1p may come from
+# libmvec (neurons/_vecmath.h).  Optional: without a C compiler the install goes
+# on and neurons.kernels falls back to numpy (same counts, slower);
+# tests/test_kernels.py fails under CI=true then.
 setup(ext_modules=[Extension("neurons._kernels", ["neurons/_kernels.c"], optional=True,
+                             depends=["neurons/_philox.h", "neurons/_vecmath.h"],
                              extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"])])

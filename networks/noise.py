@@ -11,12 +11,18 @@ from typing import Iterator
 
 import numpy as np
 
+from neurons import kernels
+
 
 def sample_stream(seed: int, index: int) -> np.random.Generator:
     """The uniform stream of the sample at ``index`` in the data set."""
-    if seed < 0 or index < 0:
-        raise ValueError(f"seed and sample index must be non-negative, got {seed}, {index}")
+    _check_key(seed, index)
     return np.random.Generator(np.random.Philox(key=[int(seed), int(index)]))
+
+
+def _check_key(seed: int, index: int):
+    if not (0 <= seed < 2**63 and 0 <= index < 2**63):
+        raise ValueError(f"seed and sample index must lie in [0, 2**63), got {seed}, {index}")
 
 
 def shared_uniforms(seed: int, steps: int, n: int, k: int, offset: int = 0) -> np.ndarray:
@@ -29,8 +35,17 @@ def uniform_blocks(seed: int, steps: int, n: int, k: int, offset: int = 0,
     """Yield ξ a block of steps at a time: arrays (≤block, n, k), steps in order.
 
     Concatenated they equal ``shared_uniforms(seed, steps, n, k, offset)``; a
-    long run never holds more than one block.
+    long run never holds more than one block.  With the compiled kernels the
+    streams are computed from their counters (``neurons.kernels.uniforms``),
+    otherwise drawn with numpy; the numbers are the same.
     """
+    _check_key(seed, offset + max(n - 1, 0))
+    if kernels.compiled():  # the same numbers, computed from the streams' counters
+        for start in range(0, max(steps, 1), block):
+            out = np.empty((min(block, steps - start), n, k))
+            kernels.uniforms(out, seed, offset, start)
+            yield out
+        return
     streams = [sample_stream(seed, offset + i) for i in range(n)]
     for start in range(0, max(steps, 1), block):
         b = min(block, steps - start)

@@ -126,12 +126,22 @@ class TraceRecorder:
         self.step_rate_mse = np.full((steps, n), np.nan)
         self.info = dict(info or {})
 
+    def slot(self, t: int):
+        """Where step t's spikes, u_t and recon are kept (an index), or None if not recorded."""
+        return self._slot.get(int(t))
+
+    def u_slot(self, t: int):
+        """Where u_t (t ∈ [0, T]) is kept: the step's slot, the last one for u_T, else None."""
+        return len(self.steps) if t == self.step_mse.shape[0] else self.slot(t)
+
     def add(self, t, u, z, recon, residual=None, rate=None, rows=slice(None)):
         """Record step t: u (N, K) potentials, z (N, K) counts, recon (N, D) = Φ z.
 
         ``residual`` (x − recon) and ``rate`` (e^u), when the caller has them, save
         recomputing them.  ``rows`` (a slice of the batch) records a block of
         inputs only; blocks with disjoint rows may be added from different threads.
+        Arrays that already are the trace's own (a caller that computed into
+        :meth:`slot`'s storage) are not copied.
         """
         x = self.x[rows]
         residual = x - recon if residual is None else residual
@@ -141,17 +151,27 @@ class TraceRecorder:
         self.step_rate[t, rows] = r.mean(axis=1)
         if self.rate_metrics:
             self.step_rate_mse[t, rows] = np.mean((x - r @ self.net.phi.T) ** 2, axis=1)
-        i = self._slot.get(int(t))
+        i = self.slot(t)
         if i is not None:
-            self.spikes[i, rows], self.u[i, rows], self.recon[i, rows] = z, u, recon
+            for kept, value in ((self.spikes[i, rows], z), (self.u[i, rows], u),
+                                (self.recon[i, rows], recon)):
+                if not _same_memory(kept, value):
+                    kept[...] = value
 
     def finish(self, u_final) -> Trace:
         """Close the run with the final potentials u_T (N, K) and return the Trace."""
-        self.u[-1] = u_final
+        if not _same_memory(self.u[-1], u_final):
+            self.u[-1] = u_final
         return Trace(x=self.x, steps=self.steps, spikes=self.spikes, u=self.u,
                      recon=self.recon, step_mse=self.step_mse, step_zeros=self.step_zeros,
                      step_rate=self.step_rate, step_rate_mse=self.step_rate_mse,
                      info=self.info)
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when a and b are the same elements of memory (same start, shape and strides)."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
 
 
 def trace_from_run(net, x, spikes, u, record=None, rate_metrics=False, info=None) -> Trace:

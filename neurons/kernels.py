@@ -1,14 +1,18 @@
-"""The latent neuron's per-step element-wise work, compiled and split across cores.
+"""The reference simulator's per-step kernels, compiled, with a numpy fallback.
 
-``neurons/_kernels.c`` transcribes ``poisson_icdf`` (fused with the rate e^u)
-and ``membrane_update`` of :mod:`neurons.poisson` literally, with the same
-float64 operations in the same order, so it returns the very same counts and
-potentials (the tests check this bit for bit).  It is built by ``pip install``
-(``setup.py``); where it could not be built, :func:`spikes` and
-:func:`membrane` fall back to the numpy functions, which give the same
-numbers, only slower.
+``neurons/_kernels.c`` runs the recipes of :mod:`neurons.poisson` (the inverse
+CDF fused with the rate e^u, and ``membrane_update``) with the same float64
+operations in the same order; exp and log1p come from glibc's vector library
+(libmvec, AVX2) where it runs, which rounds within 1–2 ulp of the scalar libm
+numpy calls.  So counts equal numpy's except where ξ lies within rounding of a
+CDF step (DESIGN.md §2), and potentials agree to rounding;
+``vector_math(False)`` switches to scalar libm, and then both equal numpy's bit
+for bit.  The module also holds the event-driven read-out and the shared-noise
+generator (numpy's Philox streams computed from their counters, bit for bit).
 
-The C loops release the GIL, so callers may run independent rows in threads.
+It is built by ``pip install`` (``setup.py``); where it could not be built,
+every function here falls back to numpy (same counts, slower).  The C loops
+release the GIL, so callers may run independent rows in threads.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from neurons.poisson import membrane_update, poisson_icdf
 
 try:
     from neurons import _kernels
-except ImportError:  # built without a C compiler: the numpy path gives the same numbers
+except ImportError:  # built without a C compiler: the numpy path
     _kernels = None
 
 
@@ -27,17 +31,25 @@ def compiled() -> bool:
     return _kernels is not None
 
 
-def spikes(u, xi, rate_out, counts_out):
+def vector_math(on: bool | None = None) -> bool:
+    """Whether exp/log1p run vectorised (libmvec); ``on`` asks for it or for scalar libm."""
+    if _kernels is None:
+        return False
+    return _kernels.vector_math(on)
+
+
+def spikes(u, xi, rate_out, counts_out) -> int:
     """rate_out ← e^u; counts_out ← poisson_icdf(xi, rate_out) as float64.
 
     u, xi : (N, K) float64 C-contiguous potentials and uniforms.
     rate_out, counts_out : (N, K) float64 C-contiguous arrays, written in place.
+    Returns the number of nonzero counts.
     """
     if _kernels is None:
         np.exp(u, out=rate_out)
         counts_out[...] = poisson_icdf(xi, rate_out)
-        return
-    _kernels.spikes(u, xi, rate_out, counts_out)
+        return int(np.count_nonzero(counts_out))
+    return _kernels.spikes(u, xi, rate_out, counts_out)
 
 
 def membrane(u, feedback, eta, bias, clamp_u, clamp_du, out):
@@ -50,3 +62,29 @@ def membrane(u, feedback, eta, bias, clamp_u, clamp_du, out):
         return
     _kernels.membrane(u, feedback, np.ascontiguousarray(bias, dtype=np.float64), out,
                       float(eta), float(clamp_u), float(clamp_du))
+
+
+def readout(z, phi_t, out):
+    """out ← z @ phi_t summed over the nonzero counts only (event-driven).
+
+    z (N, K) counts, phi_t = Φᵀ (K, D), out (N, D): float64 C-contiguous.  Costs
+    D multiply-adds per nonzero count, against N·K·D for the dense product, and
+    sums in order of k, so it agrees with BLAS to rounding.
+    """
+    if _kernels is None:
+        np.matmul(z, phi_t, out=out)
+        return
+    _kernels.readout(z, phi_t, out)
+
+
+def uniforms(out, seed: int, first_index: int, first_step: int):
+    """out (steps, N, K) ← ξ of DESIGN.md §2 for those samples and steps (float64, C-contiguous).
+
+    out[s, n] is positions (first_step + s)·K … of the stream
+    ``Generator(Philox(key=[seed, first_index + n]))``: the same numbers,
+    computed from the counter instead of drawn in order.
+    """
+    if _kernels is None:
+        raise RuntimeError("neurons._kernels is not built; draw the streams with numpy "
+                           "(networks.noise.sample_stream)")
+    _kernels.uniforms(out, int(seed), int(first_index), int(first_step))

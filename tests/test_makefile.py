@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def project_copy(tmp_path):
-    for name in ("Makefile", "setup.cfg", "setup.py", "pyproject.toml", "neurons/_kernels.c"):
+    for name in ("Makefile", "setup.cfg", "setup.py", "pyproject.toml", "neurons/_kernels.c",
+                 "neurons/_philox.h", "neurons/_vecmath.h"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path

@@ -28,7 +28,8 @@ def test_reference_follows_the_design_recurrence_step_by_step(planted):
     trace = simulate(net, x, steps, seed=5)
     u = np.broadcast_to(net.u0, (len(x), net.n_latents))
     for t in range(steps):
-        np.testing.assert_array_equal(trace.u[t], u)
+        # exp/log1p may be vectorised (neurons.kernels): potentials agree to rounding
+        np.testing.assert_allclose(trace.u[t], u, rtol=0, atol=1e-12)
         z = poisson_icdf(xi[t], np.exp(u))
         np.testing.assert_array_equal(trace.spikes[t], z)
         recon = z @ net.phi.T

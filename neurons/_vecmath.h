@@ -1,0 +1,95 @@
+/* exp and log1p over arrays: glibc's vector math library (libmvec) where it runs, libm otherwise.
+ *
+ * libmvec's AVX2 variants compute four doubles at a time to within glibc's
+ * documented error bounds (1-2 ulp), not bit for bit like the scalar libm
+ * calls numpy makes.  DESIGN.md §2 allows exactly that: backends agree on the
+ * counts except where ξ lies within rounding of a CDF step.  They are looked
+ * up at run time (dlopen), so a machine without AVX2 or with an older glibc
+ * (log1p came in 2.35) runs the scalar calls, and `vecmath_use(0)` forces the
+ * scalar calls, whose numbers equal numpy's bit for bit.
+ */
+#ifndef IPVAE_VECMATH_H
+#define IPVAE_VECMATH_H
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define VECMATH_X86 1
+#include <dlfcn.h>
+#include <immintrin.h>
+typedef __m256d (*vec4_fn)(__m256d);
+static vec4_fn vexp4, vlog1p4;
+#endif
+
+static int vecmath_on; /* 1: libmvec in use */
+
+/* Find libmvec's AVX2 exp and log1p; returns whether they can be used. */
+static int vecmath_available(void)
+{
+#ifdef VECMATH_X86
+    static int tried;
+    if (!tried) {
+        tried = 1;
+        __builtin_cpu_init();
+        void *lib = __builtin_cpu_supports("avx2") ? dlopen("libmvec.so.1", RTLD_NOW) : NULL;
+        if (lib != NULL) {
+            vexp4 = (vec4_fn)dlsym(lib, "_ZGVdN4v_exp");
+            vlog1p4 = (vec4_fn)dlsym(lib, "_ZGVdN4v_log1p");
+        }
+    }
+    return vexp4 != NULL && vlog1p4 != NULL;
+#else
+    return 0;
+#endif
+}
+
+/* Use libmvec (on != 0) when available, else libm; returns the setting now in force. */
+static int vecmath_use(int on)
+{
+    vecmath_on = on && vecmath_available();
+    return vecmath_on;
+}
+
+#ifdef VECMATH_X86
+__attribute__((target("avx2"))) static void map4(vec4_fn f, double *x, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm256_storeu_pd(x + i, f(_mm256_loadu_pd(x + i)));
+    if (i < n) { /* the tail, padded: each lane's result depends on that lane alone */
+        double pad[4] = {0.0, 0.0, 0.0, 0.0};
+        memcpy(pad, x + i, (size_t)(n - i) * sizeof(double));
+        _mm256_storeu_pd(pad, f(_mm256_loadu_pd(pad)));
+        memcpy(x + i, pad, (size_t)(n - i) * sizeof(double));
+    }
+}
+#endif
+
+/* x[i] = exp(x[i]) for i < n. */
+static void map_exp(double *x, Py_ssize_t n)
+{
+#ifdef VECMATH_X86
+    if (vecmath_on) {
+        map4(vexp4, x, n);
+        return;
+    }
+#endif
+    for (Py_ssize_t i = 0; i < n; i++)
+        x[i] = exp(x[i]);
+}
+
+/* x[i] = log1p(x[i]) for i < n. */
+static void map_log1p(double *x, Py_ssize_t n)
+{
+#ifdef VECMATH_X86
+    if (vecmath_on) {
+        map4(vlog1p4, x, n);
+        return;
+    }
+#endif
+    for (Py_ssize_t i = 0; i < n; i++)
+        x[i] = log1p(x[i]);
+}
+
+#endif
