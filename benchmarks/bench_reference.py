@@ -50,10 +50,53 @@ def _memory_probe():
     print(f"{peak:.0f} {elapsed:.1f} {trace.mse()[-1]:.4g}")
 
 
+def _parts(net, x) -> list[tuple[str, float]]:
+    """ms of each part of one step of one row block (x: its inputs), on one core."""
+    from threadpoolctl import threadpool_limits
+
+    from networks import reference
+    from networks.noise import shared_uniforms
+    from networks.trace import TraceRecorder
+    from neurons import kernels
+
+    n, k, d = x.shape[0], net.n_latents, net.input_dim
+    phi, phi_t = net.phi, np.ascontiguousarray(net.phi.T)
+    with threadpool_limits(limits=1, user_api="blas"):
+        trace = reference.run(net, x, 31, threads=1, record=[30])  # a state 30 steps in
+        u = np.ascontiguousarray(trace.u[0])
+        xi = shared_uniforms(0, 1, n, k)[0]
+        rate, z, fb, u_next = (np.empty((n, k)) for _ in range(4))
+        recon, residual, error = (np.empty((n, d)) for _ in range(3))
+        fired = kernels.spikes(u, xi, rate, z)
+        np.subtract(x, z @ phi_t, out=residual)
+        np.divide(residual, net.sigma2, out=error)
+        rec = TraceRecorder(net, x, 1)
+        rec.add(0, u, z, recon, residual, rate)  # the pages are touched: copies, not faults
+        parts = [
+            ("two dense products (what the target counts)",
+             lambda: (np.matmul(z, phi_t, out=recon), np.matmul(error, phi, out=fb))),
+            ("feedback Φᵀe, dense (N×D)(D×K)", lambda: np.matmul(error, phi, out=fb)),
+            (f"read-out Φz, event-driven ({fired / z.size:.1%} of counts nonzero)",
+             lambda: kernels.readout(z, phi_t, recon)),
+            ("sampling: e^u and the inverse CDF", lambda: kernels.spikes(u, xi, rate, z)),
+            ("membrane update (two soft clamps)",
+             lambda: kernels.membrane(u, fb, net.eta, net.bias, net.clamp_u, net.clamp_du,
+                                      u_next)),
+            ("shared noise (Philox, one step)",
+             lambda: kernels.uniforms(np.empty((1, n, k)), 0, 0, 0)),
+            ("prediction error (x − Φz)/σ²",
+             lambda: (np.subtract(x, recon, out=residual),
+                      np.divide(residual, net.sigma2, out=error))),
+            ("recording the step (metrics and copies)",
+             lambda: rec.add(0, u, z, recon, residual, rate)),
+        ]
+        return [(name, _best(f) * 1e3) for name, f in parts]
+
+
 def bench() -> str:
     import torch
 
-    from networks import planted_inputs, planted_network, simulate
+    from networks import planted_inputs, planted_network, reference, simulate
 
     torch.set_default_dtype(torch.float64)
     rng = np.random.default_rng(0)
@@ -90,6 +133,8 @@ def bench() -> str:
     low, low_ratio, low_count, low_firing = per_step(0.05 * x)
     last, last_ratio, _, _ = per_step(x, record=[T - 1])
 
+    blocks = len(reference.row_blocks(N, K, reference.default_threads())) - 1
+    parts = _parts(net, x[:N // blocks])
     out = subprocess.run([sys.executable, "-c",
                           "import bench_reference as b; b._memory_probe()"],
                          capture_output=True, text=True, cwd=__file__.rsplit("/", 1)[0],
@@ -101,10 +146,8 @@ def bench() -> str:
     else:
         memory = f"failed: {out.stderr.strip().splitlines()[-1]}"
     numpy_blas, torch_blas = _blas_kernels()
-    from networks import reference
     from neurons import kernels
 
-    blocks = len(reference.row_blocks(N, K, reference.default_threads())) - 1
     engine = ("compiled C kernels (neurons/_kernels.c), exp/log1p "
               + ("vectorised (glibc libmvec, AVX2)" if kernels.vector_math() else "scalar libm")
               if kernels.compiled() else "numpy fallback (the C kernels were not built)")
@@ -132,5 +175,12 @@ def bench() -> str:
         f"| reference, planted, record=[T−1] (spikes, u, recon of the last step only; "
         f"per-step MSE kept) | {last * 1e3:.1f} ms/step, {last_ratio:.2f}× the products |",
         f"| {MEM_STEPS} steps × {MEM_N} inputs, K={K}, record=[last] | {memory} |",
+        "",
+        f"Where one row block's step goes ({N // blocks} planted inputs, one core, "
+        "single-threaded BLAS, each part timed alone, best of 5 × 10):",
+        "",
+        "| part | ms |",
+        "| --- | ---: |",
+        *(f"| {name} | {ms:.2f} |" for name, ms in parts),
         "",
     ])
