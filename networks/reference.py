@@ -58,7 +58,7 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
                     ThreadPoolExecutor(len(edges) - 1, thread_name_prefix="reference") as pool:
                 for f in [pool.submit(run_rows, lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]:
                     f.result()
-    return rec.finish(rec.u[-1])  # every block wrote its u_T there
+    return rec.finish()  # every block wrote its u_T into the trace
 
 
 def _run_rows(net, phi_t, x, steps, rec, rows, seed, offset, noise, block, bar):
@@ -93,7 +93,9 @@ def _run_rows(net, phi_t, x, steps, rec, rows, seed, offset, noise, block, bar):
             np.matmul(error, phi, out=feedback)
             u_next = _u_storage(rec, t + 1, rows, spare[1] if u is spare[0] else spare[0])
             kernels.membrane(u, feedback, eta, bias, net.clamp_u, net.clamp_du, u_next)
-            rec.add(t, u, z, recon, residual, rate, rows=rows)
+            rec.add_metrics(t, u, z, recon, residual, rate, rows=rows)
+            if i is not None:
+                rec.spikes[i, rows] = z
             u, t = u_next, t + 1
         if bar is not None:
             bar.update(len(xi))

@@ -140,9 +140,16 @@ class TraceRecorder:
         ``residual`` (x − recon) and ``rate`` (e^u), when the caller has them, save
         recomputing them.  ``rows`` (a slice of the batch) records a block of
         inputs only; blocks with disjoint rows may be added from different threads.
-        Arrays that already are the trace's own (a caller that computed into
-        :meth:`slot`'s storage) are not copied.
         """
+        self.add_metrics(t, u, z, recon, residual, rate, rows)
+        i = self.slot(t)
+        if i is not None:
+            self.spikes[i, rows], self.u[i, rows], self.recon[i, rows] = z, u, recon
+
+    def add_metrics(self, t, u, z, recon, residual=None, rate=None, rows=slice(None)):
+        """:meth:`add` without keeping the arrays: for a caller that computed u and
+        recon straight into the storage of :meth:`slot` / :meth:`u_slot` (it then
+        stores the counts itself)."""
         x = self.x[rows]
         residual = x - recon if residual is None else residual
         self.step_mse[t, rows] = np.einsum("nd,nd->n", residual, residual) / residual.shape[1]
@@ -151,27 +158,16 @@ class TraceRecorder:
         self.step_rate[t, rows] = r.mean(axis=1)
         if self.rate_metrics:
             self.step_rate_mse[t, rows] = np.mean((x - r @ self.net.phi.T) ** 2, axis=1)
-        i = self.slot(t)
-        if i is not None:
-            for kept, value in ((self.spikes[i, rows], z), (self.u[i, rows], u),
-                                (self.recon[i, rows], recon)):
-                if not _same_memory(kept, value):
-                    kept[...] = value
 
-    def finish(self, u_final) -> Trace:
-        """Close the run with the final potentials u_T (N, K) and return the Trace."""
-        if not _same_memory(self.u[-1], u_final):
+    def finish(self, u_final=None) -> Trace:
+        """Close the run with the final potentials u_T (N, K) (None: already in
+        the storage of ``u_slot(T)``) and return the Trace."""
+        if u_final is not None:
             self.u[-1] = u_final
         return Trace(x=self.x, steps=self.steps, spikes=self.spikes, u=self.u,
                      recon=self.recon, step_mse=self.step_mse, step_zeros=self.step_zeros,
                      step_rate=self.step_rate, step_rate_mse=self.step_rate_mse,
                      info=self.info)
-
-
-def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    """True when a and b are the same elements of memory (same start, shape and strides)."""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
 
 
 def trace_from_run(net, x, spikes, u, record=None, rate_metrics=False, info=None) -> Trace:

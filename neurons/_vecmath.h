@@ -19,8 +19,10 @@
 #include <dlfcn.h>
 #include <immintrin.h>
 typedef __m256d (*vec4_fn)(__m256d);
-static vec4_fn vexp4, vlog1p4;
+#else
+typedef void *vec4_fn;
 #endif
+static vec4_fn vexp4, vlog1p4;
 
 static int vecmath_on; /* 1: libmvec in use */
 
@@ -66,30 +68,20 @@ __attribute__((target("avx2"))) static void map4(vec4_fn f, double *x, Py_ssize_
 }
 #endif
 
-/* x[i] = exp(x[i]) for i < n. */
-static void map_exp(double *x, Py_ssize_t n)
+/* x[i] = f(x[i]) for i < n, four at a time by vf when libmvec is in use. */
+static void map_math(vec4_fn vf, double (*f)(double), double *x, Py_ssize_t n)
 {
 #ifdef VECMATH_X86
     if (vecmath_on) {
-        map4(vexp4, x, n);
+        map4(vf, x, n);
         return;
     }
 #endif
     for (Py_ssize_t i = 0; i < n; i++)
-        x[i] = exp(x[i]);
+        x[i] = f(x[i]);
 }
 
-/* x[i] = log1p(x[i]) for i < n. */
-static void map_log1p(double *x, Py_ssize_t n)
-{
-#ifdef VECMATH_X86
-    if (vecmath_on) {
-        map4(vlog1p4, x, n);
-        return;
-    }
-#endif
-    for (Py_ssize_t i = 0; i < n; i++)
-        x[i] = log1p(x[i]);
-}
+#define map_exp(x, n) map_math(vexp4, exp, (x), (n))
+#define map_log1p(x, n) map_math(vlog1p4, log1p, (x), (n))
 
 #endif
