@@ -118,21 +118,36 @@ def _below(v: torch.Tensor, limit: float) -> torch.Tensor:
     return torch.from_numpy(np.flatnonzero(v.numpy() < limit))
 
 
+def _saturation(dtype) -> tuple[float, float]:
+    """(lo, hi): torch's sigmoid is exactly 0 at x ≤ lo and exactly 1 at x ≥ hi in ``dtype``.
+
+    Clamping a sigmoid's argument to [lo, hi] first changes no result bit but keeps the
+    exponential off huge arguments, whose slow path costs ~2x (at τ = 0.01 a silent
+    neuron's (1 − S)/τ is ~ −10⁶).  A test checks the identity.
+    """
+    return (-110.0, 20.0) if dtype == torch.float32 else (-750.0, 40.0)
+
+
 def _relaxed_forward(rate, temperature, source, tail):
     """(z̃, dz̃/dr), both shaped like ``rate``.
 
     With y_j = sigmoid((1 − S_j)/τ) and S_j = Γ_j / r: dy_j/dr = y_j (1 − y_j) S_j / (τ r).
     Tail (when S_W < 1): m = r (1 − S_W) = r − Γ_W, extra = relu(m + √m g), so
     d extra/dr = 1 + g / (2√m) where extra > 0.
+
+    Both sums are kept in one (2, M) tensor so each block of arrivals is added back
+    with one ``index_add_``.
     """
     shape, dtype = rate.shape, rate.dtype
     r = rate.reshape(-1)
     width = source.width
     inv_t = 1.0 / temperature
     limit = 1.0 + 20.0 * temperature
-    s = source.exponentials(None, 0, 1, r).reshape(-1) / r             # S_1, (M,)
-    z = torch.sigmoid((1.0 - s) * inv_t)                              # y_1, then Σ_j y_j
-    acc = (1.0 - z).mul_(z).mul_(s)                                    # Σ_j y_j (1 − y_j) S_j
+    lo, hi = _saturation(dtype)
+    s = source.exponentials_t(None, 0, 1, r).reshape(-1) / r           # S_1, (M,)
+    acc = r.new_empty(2, r.numel())                   # [Σ_j y_j, Σ_j y_j (1 − y_j) S_j]
+    y = torch.sub(s, 1.0, out=acc[0]).neg_().mul_(inv_t).clamp_(lo, hi).sigmoid_()
+    torch.sub(y, 1.0, out=acc[1]).neg_().mul_(y).mul_(s)               # (1 − y_1) y_1 S_1
     idx = None
     if width > 1 or tail:
         idx = _below(s, limit)
@@ -142,10 +157,11 @@ def _relaxed_forward(rate, temperature, source, tail):
         j1 = min(width, 2 * j0 + 1)
         e = source.exponentials_t(idx, j0, j1, ra)                    # (j1 − j0, A)
         arr = torch.cumsum(e, 0).div_(ra).add_(s)                     # S_j, (j1 − j0, A)
-        y = arr.mul(-inv_t).add_(inv_t).sigmoid_()
-        z.index_add_(0, idx, y.sum(0))
-        y.sub_(y * y).mul_(arr)                                       # y (1 − y) S
-        acc.index_add_(0, idx, y.sum(0))
+        terms = arr.new_empty((2,) + arr.shape)
+        y = torch.mul(arr, -inv_t, out=terms[0]).add_(inv_t).clamp_(lo, hi).sigmoid_()
+        yy = torch.mul(y, y, out=terms[1])
+        torch.sub(y, yy, out=yy).mul_(arr)                            # y (1 − y) S
+        acc.index_add_(1, idx, terms.sum(1))
         s = arr[-1]
         j0 = j1
         if j0 >= width:                    # the tail keeps only S_W < 1 < limit itself
@@ -154,7 +170,7 @@ def _relaxed_forward(rate, temperature, source, tail):
             keep = _below(s, limit)
             idx, s, ra = idx.index_select(0, keep), s.index_select(0, keep), \
                 ra.index_select(0, keep)
-    dzdr = acc.mul_(inv_t).div_(r)
+    z, dzdr = acc[0].clone(), acc[1].mul_(inv_t).div_(r)      # (z gets its own storage)
     if tail and idx is not None and idx.numel() > 0:
         m = ra * (1.0 - s)
         live = _below(-m, 0.0)
@@ -227,11 +243,14 @@ _M1, _M2 = np.uint32(0x21F0AAAD), np.uint32(0x735A2D97)
 
 def _np_mix32(x: np.ndarray) -> np.ndarray:
     """The "lowbias32" finaliser (a bijection of 32-bit words) on uint32 arrays, in place."""
-    x ^= x >> np.uint32(16)
+    t = x >> np.uint32(16)                                 # one temporary, reused
+    x ^= t
     x *= _M1
-    x ^= x >> np.uint32(15)
+    np.right_shift(x, np.uint32(15), out=t)
+    x ^= t
     x *= _M2
-    x ^= x >> np.uint32(15)
+    np.right_shift(x, np.uint32(15), out=t)
+    x ^= t
     return x
 
 
@@ -241,6 +260,11 @@ def _np_unit(h: np.ndarray) -> np.ndarray:
     u *= np.float32(2.0 ** -23)
     u += np.float32(2.0 ** -24)
     return u
+
+
+def _neg_log(u: np.ndarray) -> torch.Tensor:
+    """Standard exponentials −log U from float32 uniforms (overwrites ``u``)."""
+    return torch.from_numpy(np.negative(np.log(u, out=u), out=u))
 
 
 class KeyedNoise:
@@ -260,8 +284,11 @@ class KeyedNoise:
     """
 
     PRECOMPUTED = 3
-    """Slots 0 … PRECOMPUTED−1 are drawn for every neuron when the source is made (on
-    :class:`KeyedNoiseSteps`'s helper thread, ahead of use); later slots on demand."""
+    """Made for every neuron when the source is made (on :class:`KeyedNoiseSteps`'s helper
+    thread, ahead of use): slot 0's exponentials (every neuron's first arrival is used)
+    and slots 1 … PRECOMPUTED−1's uniforms; the logarithm of those is taken on use, only
+    for the neurons that reach them (a few percent at low temperature).  Later slots
+    are hashed on demand.  Where a draw is made does not change its value."""
 
     def __init__(self, key: int, indices, n_latents: int, width: int):
         self.key, self.k, self.width = int(key), int(n_latents), int(width)
@@ -276,28 +303,29 @@ class KeyedNoise:
         _np_mix32(st)
         st += hi[:, None]
         self.state = st.reshape(-1)                        # (N·K,) uint32
-        self._pre = None
-        self._pre = self.exponentials_t(None, 0, min(self.width, self.PRECOMPUTED))
+        self._e0 = _neg_log(_np_unit(self.state))          # slot 0, (N·K,)
+        n_pre = min(self.width, self.PRECOMPUTED)
+        self._u = _np_unit(self._hash(None, 1, n_pre)) if n_pre > 1 else None
 
     def _hash(self, idx, j0, j1):
         """(j1 − j0, M) uint32 hashes of slots j0 … j1−1 at flat indices idx (None: all)."""
         st = self.state if idx is None else self.state[idx.numpy()]
         h = st[None, :] + np.arange(j0, j1, dtype=np.uint32)[:, None] * _G32
-        _np_mix32(h)
-        if j0 == 0:
-            h[0] = st
+        _np_mix32(h[1:] if j0 == 0 else h)                 # slot 0 is the state itself
         return h
 
     def exponentials_t(self, idx, j0, j1, like=None):
         """(j1 − j0, M) standard exponentials of slots j0 … j1−1 at flat indices idx
-        (flat = sample·K + neuron; None: all), arrival-major."""
-        pre = self._pre
-        if pre is not None and j1 <= pre.shape[0]:             # drawn ahead: gather
-            e = pre[j0:j1] if idx is None else pre[j0:j1].index_select(1, idx)
-            return e if like is None else e.to(like.dtype)
-        u = _np_unit(self._hash(idx, j0, j1))
-        e = torch.from_numpy(np.negative(np.log(u, out=u), out=u))
-        return e if like is None else e.to(like.dtype)
+        (flat = sample·K + neuron; None: all), arrival-major.  With indices the result
+        is a new tensor; with ``idx=None`` slot 0 is a view of the cache (do not write)."""
+        if j0 == 0 and j1 == 1:                                # drawn ahead
+            e = (self._e0 if idx is None else self._e0.index_select(0, idx)).unsqueeze(0)
+        elif j0 >= 1 and self._u is not None and j1 <= self._u.shape[0] + 1:
+            u = self._u[j0 - 1:j1 - 1]                         # uniforms drawn ahead
+            e = _neg_log(u.copy() if idx is None else np.take(u, idx.numpy(), axis=1))
+        else:
+            e = _neg_log(_np_unit(self._hash(idx, j0, j1)))
+        return e if like is None or like.dtype == e.dtype else e.to(like.dtype)
 
     def exponentials(self, idx, j0, j1, like=None):
         """(M, j1 − j0) standard exponentials (``exponentials_t`` transposed)."""
@@ -377,14 +405,17 @@ def _clamp_with_slope(x: torch.Tensor, c: float):
     softplus(y) = log(1 + e^y) with y = c − max(x, −8) ≤ c + 8 (no overflow; log of
     1 + e^y rather than log1p: one fast log, and the absolute error, ~1 ulp of 1,
     is far below that of u near the ceiling); the slope is sigmoid(y) =
-    e^y / (1 + e^y) above the floor and 0 below it.
+    e^y / (1 + e^y) above the floor and 0 below it.  Two new tensors; the floor's
+    mask is applied as a multiply by numpy's boolean compare (torch's masked fill
+    costs ~10x more on CPU).
     """
-    e = torch.exp(c - torch.clamp(x, min=U_FLOOR))
+    e = torch.clamp(x, min=U_FLOOR).neg_().add_(c).exp_()          # e^y
     one_e = e + 1.0
-    out = c - torch.log(one_e)
     slope = e.div_(one_e)
+    out = one_e.log_().neg_().add_(c)                              # c − log(1 + e^y)
     if float(x.amin()) < U_FLOOR:
-        slope.masked_fill_(x < U_FLOOR, 0.0)
+        sn = slope.detach().numpy()
+        np.multiply(sn, x.detach().numpy() >= U_FLOOR, out=sn)
     return out, slope
 
 
