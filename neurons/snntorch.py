@@ -32,7 +32,11 @@ autograd node whose backward uses the local derivatives kept by the forward
 (the clamps' slopes, dz̃/du, ∂KL/∂u), instead of autograd replaying ~40
 elementwise operations.  A test checks it against ``forward`` + ``poisson_kl``.
 Keyed training noise (:class:`KeyedNoise`) is a counter hash evaluated with
-numpy's uint32 arithmetic, only for the draws the sampler asks for.
+numpy's uint32 arithmetic, only for the draws the sampler asks for.  Two CPU
+slow paths are avoided without changing a result bit: the sigmoid's argument is
+clamped where the sigmoid is already exactly 0 or 1 (measured: torch's sigmoid
+runs ~2x slower on huge arguments), and the clamp's floor mask is a numpy
+compare and multiply (~5x cheaper than torch's compare + masked fill on CPU).
 """
 from __future__ import annotations
 
@@ -121,9 +125,9 @@ def _below(v: torch.Tensor, limit: float) -> torch.Tensor:
 def _saturation(dtype) -> tuple[float, float]:
     """(lo, hi): torch's sigmoid is exactly 0 at x ≤ lo and exactly 1 at x ≥ hi in ``dtype``.
 
-    Clamping a sigmoid's argument to [lo, hi] first changes no result bit but keeps the
-    exponential off huge arguments, whose slow path costs ~2x (at τ = 0.01 a silent
-    neuron's (1 − S)/τ is ~ −10⁶).  A test checks the identity.
+    Clamping a sigmoid's argument to [lo, hi] first changes no result bit but keeps it
+    off huge arguments, on which torch's CPU sigmoid runs ~2x slower (at τ = 0.01 a
+    silent neuron's (1 − S)/τ is ~ −10⁶).  A test checks the identity.
     """
     return (-110.0, 20.0) if dtype == torch.float32 else (-750.0, 40.0)
 
@@ -134,20 +138,15 @@ def _relaxed_forward(rate, temperature, source, tail):
     With y_j = sigmoid((1 − S_j)/τ) and S_j = Γ_j / r: dy_j/dr = y_j (1 − y_j) S_j / (τ r).
     Tail (when S_W < 1): m = r (1 − S_W) = r − Γ_W, extra = relu(m + √m g), so
     d extra/dr = 1 + g / (2√m) where extra > 0.
-
-    Both sums are kept in one (2, M) tensor so each block of arrivals is added back
-    with one ``index_add_``.
     """
     shape, dtype = rate.shape, rate.dtype
     r = rate.reshape(-1)
     width = source.width
     inv_t = 1.0 / temperature
     limit = 1.0 + 20.0 * temperature
-    lo, hi = _saturation(dtype)
-    s = source.exponentials_t(None, 0, 1, r).reshape(-1) / r           # S_1, (M,)
-    acc = r.new_empty(2, r.numel())                   # [Σ_j y_j, Σ_j y_j (1 − y_j) S_j]
-    y = torch.sub(s, 1.0, out=acc[0]).neg_().mul_(inv_t).clamp_(lo, hi).sigmoid_()
-    torch.sub(y, 1.0, out=acc[1]).neg_().mul_(y).mul_(s)               # (1 − y_1) y_1 S_1
+    s = source.exponentials(None, 0, 1, r).reshape(-1) / r             # S_1, (M,)
+    z = torch.rsub(s, 1.0).mul_(inv_t).clamp_(*_saturation(dtype)).sigmoid_()  # y_1, then Σ_j y_j
+    acc = (1.0 - z).mul_(z).mul_(s)                                    # Σ_j y_j (1 − y_j) S_j
     idx = None
     if width > 1 or tail:
         idx = _below(s, limit)
@@ -157,11 +156,10 @@ def _relaxed_forward(rate, temperature, source, tail):
         j1 = min(width, 2 * j0 + 1)
         e = source.exponentials_t(idx, j0, j1, ra)                    # (j1 − j0, A)
         arr = torch.cumsum(e, 0).div_(ra).add_(s)                     # S_j, (j1 − j0, A)
-        terms = arr.new_empty((2,) + arr.shape)
-        y = torch.mul(arr, -inv_t, out=terms[0]).add_(inv_t).clamp_(lo, hi).sigmoid_()
-        yy = torch.mul(y, y, out=terms[1])
-        torch.sub(y, yy, out=yy).mul_(arr)                            # y (1 − y) S
-        acc.index_add_(1, idx, terms.sum(1))
+        y = arr.mul(-inv_t).add_(inv_t).sigmoid_()
+        z.index_add_(0, idx, y.sum(0))
+        y.sub_(y * y).mul_(arr)                                       # y (1 − y) S
+        acc.index_add_(0, idx, y.sum(0))
         s = arr[-1]
         j0 = j1
         if j0 >= width:                    # the tail keeps only S_W < 1 < limit itself
@@ -170,7 +168,7 @@ def _relaxed_forward(rate, temperature, source, tail):
             keep = _below(s, limit)
             idx, s, ra = idx.index_select(0, keep), s.index_select(0, keep), \
                 ra.index_select(0, keep)
-    z, dzdr = acc[0].clone(), acc[1].mul_(inv_t).div_(r)      # (z gets its own storage)
+    dzdr = acc.mul_(inv_t).div_(r)
     if tail and idx is not None and idx.numel() > 0:
         m = ra * (1.0 - s)
         live = _below(-m, 0.0)
@@ -262,11 +260,6 @@ def _np_unit(h: np.ndarray) -> np.ndarray:
     return u
 
 
-def _neg_log(u: np.ndarray) -> torch.Tensor:
-    """Standard exponentials −log U from float32 uniforms (overwrites ``u``)."""
-    return torch.from_numpy(np.negative(np.log(u, out=u), out=u))
-
-
 class KeyedNoise:
     """Relaxed-sampler noise for one step of a batch, drawn only where asked.
 
@@ -284,11 +277,8 @@ class KeyedNoise:
     """
 
     PRECOMPUTED = 3
-    """Made for every neuron when the source is made (on :class:`KeyedNoiseSteps`'s helper
-    thread, ahead of use): slot 0's exponentials (every neuron's first arrival is used)
-    and slots 1 … PRECOMPUTED−1's uniforms; the logarithm of those is taken on use, only
-    for the neurons that reach them (a few percent at low temperature).  Later slots
-    are hashed on demand.  Where a draw is made does not change its value."""
+    """Slots 0 … PRECOMPUTED−1 are drawn for every neuron when the source is made (on
+    :class:`KeyedNoiseSteps`'s helper thread, ahead of use); later slots on demand."""
 
     def __init__(self, key: int, indices, n_latents: int, width: int):
         self.key, self.k, self.width = int(key), int(n_latents), int(width)
@@ -303,9 +293,8 @@ class KeyedNoise:
         _np_mix32(st)
         st += hi[:, None]
         self.state = st.reshape(-1)                        # (N·K,) uint32
-        self._e0 = _neg_log(_np_unit(self.state))          # slot 0, (N·K,)
-        n_pre = min(self.width, self.PRECOMPUTED)
-        self._u = _np_unit(self._hash(None, 1, n_pre)) if n_pre > 1 else None
+        self._pre = None
+        self._pre = self.exponentials_t(None, 0, min(self.width, self.PRECOMPUTED))
 
     def _hash(self, idx, j0, j1):
         """(j1 − j0, M) uint32 hashes of slots j0 … j1−1 at flat indices idx (None: all)."""
@@ -316,16 +305,14 @@ class KeyedNoise:
 
     def exponentials_t(self, idx, j0, j1, like=None):
         """(j1 − j0, M) standard exponentials of slots j0 … j1−1 at flat indices idx
-        (flat = sample·K + neuron; None: all), arrival-major.  With indices the result
-        is a new tensor; with ``idx=None`` slot 0 is a view of the cache (do not write)."""
-        if j0 == 0 and j1 == 1:                                # drawn ahead
-            e = (self._e0 if idx is None else self._e0.index_select(0, idx)).unsqueeze(0)
-        elif j0 >= 1 and self._u is not None and j1 <= self._u.shape[0] + 1:
-            u = self._u[j0 - 1:j1 - 1]                         # uniforms drawn ahead
-            e = _neg_log(u.copy() if idx is None else np.take(u, idx.numpy(), axis=1))
-        else:
-            e = _neg_log(_np_unit(self._hash(idx, j0, j1)))
-        return e if like is None or like.dtype == e.dtype else e.to(like.dtype)
+        (flat = sample·K + neuron; None: all), arrival-major."""
+        pre = self._pre
+        if pre is not None and j1 <= pre.shape[0]:             # drawn ahead: gather
+            e = pre[j0:j1] if idx is None else pre[j0:j1].index_select(1, idx)
+            return e if like is None else e.to(like.dtype)
+        u = _np_unit(self._hash(idx, j0, j1))
+        e = torch.from_numpy(np.negative(np.log(u, out=u), out=u))
+        return e if like is None else e.to(like.dtype)
 
     def exponentials(self, idx, j0, j1, like=None):
         """(M, j1 − j0) standard exponentials (``exponentials_t`` transposed)."""
@@ -405,17 +392,20 @@ def _clamp_with_slope(x: torch.Tensor, c: float):
     softplus(y) = log(1 + e^y) with y = c − max(x, −8) ≤ c + 8 (no overflow; log of
     1 + e^y rather than log1p: one fast log, and the absolute error, ~1 ulp of 1,
     is far below that of u near the ceiling); the slope is sigmoid(y) =
-    e^y / (1 + e^y) above the floor and 0 below it.  Two new tensors; the floor's
-    mask is applied as a multiply by numpy's boolean compare (torch's masked fill
-    costs ~10x more on CPU).
+    e^y / (1 + e^y) above the floor and 0 below it.  Two new tensors; on CPU the
+    floor's mask is a multiply by numpy's boolean compare (34 µs for 100×512 where
+    torch's compare + masked fill took 158 µs here).
     """
     e = torch.clamp(x, min=U_FLOOR).neg_().add_(c).exp_()          # e^y
     one_e = e + 1.0
     slope = e.div_(one_e)
     out = one_e.log_().neg_().add_(c)                              # c − log(1 + e^y)
     if float(x.amin()) < U_FLOOR:
-        sn = slope.detach().numpy()
-        np.multiply(sn, x.detach().numpy() >= U_FLOOR, out=sn)
+        if x.device.type == "cpu":
+            sn = slope.detach().numpy()
+            np.multiply(sn, x.detach().numpy() >= U_FLOOR, out=sn)
+        else:
+            slope.masked_fill_(x < U_FLOOR, 0.0)
     return out, slope
 
 

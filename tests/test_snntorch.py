@@ -162,3 +162,25 @@ def test_fused_step_equals_forward_then_kl(kl_form):
     for a, b in zip(va + ga, vb + gb):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-9, atol=1e-11)
     assert float((z.detach() > 0.5).double().mean()) > 0.05
+
+
+def test_fast_paths_change_no_result_bit():
+    """The clamps before the sampler's sigmoid and the floor mask of the clamp's slope are
+    speed-ups only: the same bits as the plain formulas, in float32 and float64."""
+    from neurons.snntorch import _clamp_with_slope, _saturation
+
+    for dtype in (torch.float32, torch.float64):
+        x = torch.cat([torch.linspace(-1e7, 1e7, 20001, dtype=dtype),
+                       torch.linspace(-900, 900, 200001, dtype=dtype)])
+        lo, hi = _saturation(dtype)
+        assert torch.equal(torch.sigmoid(x.clamp(lo, hi)), torch.sigmoid(x))
+        gen = torch.Generator().manual_seed(11)
+        v = torch.randn(64, 96, dtype=dtype, generator=gen) * 9
+        v[0, :4] = torch.tensor([-8.0, -8.5, 1e4, -1e4], dtype=dtype)
+        for c in (2.0, 7.0):
+            for w in (v, v.T):  # also a non-contiguous input
+                out, slope = _clamp_with_slope(w, c)
+                y = c - torch.clamp(w, min=-8.0)
+                e = torch.exp(y)
+                assert torch.equal(out, c - torch.log(e + 1.0))
+                assert torch.equal(slope, torch.where(w < -8.0, 0.0, e / (e + 1.0)))
