@@ -40,18 +40,15 @@ def uniform_blocks(seed: int, steps: int, n: int, k: int, offset: int = 0,
     otherwise drawn with numpy; the numbers are the same.
     """
     _check_key(seed, offset + max(n - 1, 0))
-    if kernels.compiled():  # the same numbers, computed from the streams' counters
-        for start in range(0, max(steps, 1), block):
-            out = np.empty((min(block, steps - start), n, k))
-            kernels.uniforms(out, seed, offset, start)
-            yield out
-        return
-    streams = [sample_stream(seed, offset + i) for i in range(n)]
+    streams = None if kernels.compiled() else [sample_stream(seed, offset + i)
+                                               for i in range(n)]
     for start in range(0, max(steps, 1), block):
-        b = min(block, steps - start)
-        out = np.empty((b, n, k))
-        for i, g in enumerate(streams):
-            out[:, i, :] = g.random((b, k))
+        out = np.empty((min(block, steps - start), n, k))
+        if streams is None:  # the same numbers, computed from the streams' counters
+            kernels.uniforms(out, seed, offset, start)
+        else:
+            for i, g in enumerate(streams):
+                out[:, i, :] = g.random((len(out), k))
         yield out
 
 

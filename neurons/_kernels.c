@@ -269,11 +269,7 @@ static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t n = v[0].shape[0], k = v[0].shape[1], d = v[1].shape[1];
     const double *z = v[0].buf, *phi_t = v[1].buf;
     double *out = v[2].buf;
-#ifdef VECMATH_X86
-    int avx2 = __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = cpu_has_avx2();
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         double *y = out + i * d;

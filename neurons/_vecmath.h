@@ -26,6 +26,17 @@ static vec4_fn vexp4, vlog1p4;
 
 static int vecmath_on; /* 1: libmvec in use */
 
+/* Whether this CPU runs AVX2 code (the libmvec variants, and the kernels' own loops). */
+static int cpu_has_avx2(void)
+{
+#ifdef VECMATH_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
 /* Find libmvec's AVX2 exp and log1p; returns whether they can be used. */
 static int vecmath_available(void)
 {
@@ -33,8 +44,7 @@ static int vecmath_available(void)
     static int tried;
     if (!tried) {
         tried = 1;
-        __builtin_cpu_init();
-        void *lib = __builtin_cpu_supports("avx2") ? dlopen("libmvec.so.1", RTLD_NOW) : NULL;
+        void *lib = cpu_has_avx2() ? dlopen("libmvec.so.1", RTLD_NOW) : NULL;
         if (lib != NULL) {
             vexp4 = (vec4_fn)dlsym(lib, "_ZGVdN4v_exp");
             vlog1p4 = (vec4_fn)dlsym(lib, "_ZGVdN4v_log1p");

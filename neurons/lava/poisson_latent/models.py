@@ -3,7 +3,8 @@
 The bit-accurate ``fixed_pt`` model will sit beside it (a later issue).  The
 step itself is ``neurons.poisson.poisson_icdf`` and
 ``neurons.poisson.membrane_update``, shared with every other backend (run by their
-compiled transcription in ``neurons.kernels``, which gives the same numbers).
+compiled transcription in ``neurons.kernels``, as the reference runs them: the same
+numbers as the reference, numpy's counts and its potentials to rounding).
 """
 from __future__ import annotations
 
