@@ -207,7 +207,7 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         raise ValueError("independent_noise=True draws Brian2's own random numbers; "
                          "do not also pass noise=")
     n, k = x.shape[0], net.n_latents
-    drive = (x / net.sigma2) @ net.phi  # (N, K) feed-forward Φᵀx/σ²
+    drive = net.drive(x)  # (N, K) feed-forward Φᵀx/σ²
     info = dict(backend="brian2", target=target, seed=seed, offset=offset,
                 shared_noise=not independent_noise, feedback="event-driven synapses")
     spikes = np.zeros((steps, n, k), dtype=np.int32)

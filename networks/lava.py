@@ -38,11 +38,8 @@ from tqdm.auto import tqdm
 from networks.network import save_network
 from networks.noise import check_noise
 from networks.trace import Trace, trace_from_run
+from neurons.lava import STRIDES, TOPOLOGIES  # constants only: no Lava import
 
-TOPOLOGIES = ("folded", "error-units")
-"""Topologies of the Lava network (see ``neurons.lava.ipvae_net.process``)."""
-STRIDES = {"folded": 1, "error-units": 2}
-"""Lava steps per inference step."""
 
 ERROR_FILE_ENV = "IPVAE_LAVA_ERROR_FILE"
 """Environment variable naming the file where a failing model writes its error."""

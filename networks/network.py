@@ -95,9 +95,23 @@ class IPVAENetwork:
         """Step size η = exp(log_eta)."""
         return float(np.exp(self.log_eta))
 
+    def feedforward_weights(self) -> np.ndarray:
+        """(K, D) weights Φᵀ/σ² from the input to the latents (W[post, pre]), folded topology."""
+        return np.ascontiguousarray((self.phi / self.sigma2[:, None]).T)
+
     def drive(self, x: np.ndarray) -> np.ndarray:
-        """Constant feed-forward drive Φᵀx/σ² − b of the folded topology, (N, K)."""
-        return (x / self.sigma2) @ self.phi - self.bias
+        """Constant feed-forward current Φᵀx/σ² of the folded topology, (N, K) for x (N, D).
+
+        The leak b is the neuron's own (it subtracts it every step), so it is not
+        included.  Computed one input at a time, so that an input's drive is the
+        same to the last bit whatever batch it comes in.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        w = self.feedforward_weights()
+        out = np.empty((x.shape[0], self.n_latents))
+        for n, row in enumerate(x):
+            np.matmul(w, row, out=out[n])
+        return out
 
     def recurrent_weights(self) -> np.ndarray:
         """(K, K) lateral weights W = −ΦᵀΦ/σ² of the folded topology (W[post, pre])."""

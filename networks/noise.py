@@ -12,17 +12,10 @@ from typing import Iterator
 import numpy as np
 
 from neurons import kernels
+from neurons.noise import check_key, sample_stream
 
-
-def sample_stream(seed: int, index: int) -> np.random.Generator:
-    """The uniform stream of the sample at ``index`` in the data set."""
-    _check_key(seed, index)
-    return np.random.Generator(np.random.Philox(key=[int(seed), int(index)]))
-
-
-def _check_key(seed: int, index: int):
-    if not (0 <= seed < 2**63 and 0 <= index < 2**63):
-        raise ValueError(f"seed and sample index must lie in [0, 2**63), got {seed}, {index}")
+__all__ = ["check_key", "check_noise", "noise_blocks", "sample_stream", "shared_uniforms",
+           "uniform_blocks"]
 
 
 def shared_uniforms(seed: int, steps: int, n: int, k: int, offset: int = 0) -> np.ndarray:
@@ -39,7 +32,7 @@ def uniform_blocks(seed: int, steps: int, n: int, k: int, offset: int = 0,
     streams are computed from their counters (``neurons.kernels.uniforms``),
     otherwise drawn with numpy; the numbers are the same.
     """
-    _check_key(seed, offset + max(n - 1, 0))
+    check_key(seed, offset + max(n - 1, 0))
     streams = None if kernels.compiled() else [sample_stream(seed, offset + i)
                                                for i in range(n)]
     for start in range(0, max(steps, 1), block):

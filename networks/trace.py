@@ -44,11 +44,6 @@ class Trace:
         """T, the number of inference steps run."""
         return self.step_mse.shape[0]
 
-    @property
-    def full(self) -> bool:
-        """True when every step was recorded (then ``u`` is (T+1, N, K))."""
-        return len(self.steps) == self.n_steps
-
     def mse(self) -> np.ndarray:
         """(T,) mean squared error per pixel of the spike read-out, averaged over inputs."""
         return self.step_mse.mean(axis=1)

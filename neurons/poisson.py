@@ -47,11 +47,6 @@ def clamp(x, c):
     return softclamp_upper(np.maximum(x, U_FLOOR), c)
 
 
-def rate(u):
-    """Firing rate exp(u) in spikes per step; u is a log-rate."""
-    return np.exp(u)
-
-
 def poisson_icdf(xi, rate):
     """Poisson inverse CDF: the least m ≥ 0 with P(Z ≤ m; rate) ≥ xi.
 

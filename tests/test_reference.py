@@ -93,7 +93,7 @@ def test_record_keeps_only_requested_steps_and_all_metrics(planted, tmp_path):
     np.testing.assert_array_equal(part.u, full.u[[3, 29, 30]])
     np.testing.assert_array_equal(part.step_mse, full.step_mse)
     np.testing.assert_array_equal(part.r2(from_rates=True), full.r2(from_rates=True))
-    assert full.full and not part.full
+    assert len(full.steps) == 30 and list(part.steps) == [3, 29]
     empty = simulate(net, x, 30, record=[])
     assert empty.spikes.shape[0] == 0 and empty.mse().shape == (30,)
     with pytest.raises(ValueError, match="record"):

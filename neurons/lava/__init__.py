@@ -15,3 +15,9 @@ Importing this package does not import Lava; import the Process modules where us
 Nothing in these folders runs code at import time (Lava's model discovery
 executes every sibling module of a Process).
 """
+
+TOPOLOGIES = ("folded", "error-units")
+"""Topology names of the Lava network (``IPVAENet``, ``simulate(..., backend="lava")``)."""
+
+STRIDES = {"folded": 1, "error-units": 2}
+"""Lava steps per inference step of each topology."""

@@ -26,28 +26,25 @@ class SubIPVAENetModel(AbstractSubProcessModel):
     def __init__(self, proc):
         p = proc.proc_params
         topology, steps = p["topology"], p["steps"]
-        phi, sigma2, bias = p["phi"], p["sigma2"], p["bias"]
+        phi, sigma2, bias = p["phi"], p["sigma2"], p["bias"]  # the weights: IPVAENetwork's
         stride = STRIDES[topology]
         period = stride * steps + 1
         inputs_path = p["inputs_path"]
         drives_path = None
         if topology == "folded" and inputs_path is not None:
-            # One constant drive Φᵀx/σ² per sample, computed here once, row by row so
-            # that a sample's drive (to the last bit) does not depend on the batch.
-            x = np.load(inputs_path, mmap_mode="r")
+            # One constant drive Φᵀx/σ² per sample (IPVAENetwork.drive, computed once).
             drives_path = str(inputs_path) + ".drives.npy"
-            np.save(drives_path, np.stack([(np.asarray(row) / sigma2) @ phi for row in x]))
+            np.save(drives_path, p["drives"])
         self.latent = PoissonLatent(
             u0=p["u0"], bias=bias, eta=p["eta"], clamp_u=p["clamp_u"],
             clamp_du=p["clamp_du"], steps=steps, stride=stride, seed=p["seed"],
             offset=p["offset"], noise_path=p["noise_path"], drives_path=drives_path)
         if topology == "folded":
-            self.recurrent = Dense(weights=-(phi.T / sigma2) @ phi, num_message_bits=COUNT_BITS)
+            self.recurrent = Dense(weights=p["recurrent"], num_message_bits=COUNT_BITS)
             self.latent.s_out.connect(self.recurrent.s_in)
             self.recurrent.a_out.connect(self.latent.a_in)
             if inputs_path is None:
-                self.feedforward = Dense(weights=np.ascontiguousarray((phi / sigma2[:, None]).T),
-                                         num_message_bits=VALUE_BITS)
+                self.feedforward = Dense(weights=p["feedforward"], num_message_bits=VALUE_BITS)
                 proc.x_in.connect(self.feedforward.s_in)
                 self.feedforward.a_out.connect(self.latent.a_in)
         else:

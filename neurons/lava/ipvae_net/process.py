@@ -43,11 +43,7 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess, LogConfig
 from lava.magma.core.process.variable import Var
 
-TOPOLOGIES = ("folded", "error-units")
-"""Topology names accepted by ``IPVAENet``."""
-
-STRIDES = {"folded": 1, "error-units": 2}
-"""Lava steps per inference step of each topology."""
+from neurons.lava import STRIDES, TOPOLOGIES
 
 
 class IPVAENet(AbstractProcess):
@@ -88,6 +84,9 @@ class IPVAENet(AbstractProcess):
             noise_path=None if noise_path is None else str(noise_path),
             inputs_path=None if inputs_path is None else str(inputs_path),
             phi=np.array(net.phi, dtype=np.float64), sigma2=np.array(net.sigma2, dtype=np.float64),
+            feedforward=net.feedforward_weights(), recurrent=net.recurrent_weights(),
+            drives=(net.drive(np.load(inputs_path, mmap_mode="r"))
+                    if inputs_path is not None and topology == "folded" else None),
             bias=np.array(net.bias, dtype=np.float64), eta=float(net.eta),
             u0=np.array(net.u0, dtype=np.float64), clamp_u=float(net.clamp_u),
             clamp_du=float(net.clamp_du), name=name, log_config=log_config)

@@ -19,6 +19,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from neurons.lava.failures import fail_at_step, reporting
 from neurons.lava.poisson_latent.process import PoissonLatent
 from neurons import kernels
+from neurons.noise import sample_stream
 
 
 @implements(proc=PoissonLatent, protocol=LoihiProtocol)
@@ -59,8 +60,7 @@ class PyPoissonLatentModelFloat(PyLoihiProcessModel):
         self._sample = n
         self.u = self.u0.copy()
         if self._noise is None:
-            self._stream = np.random.Generator(
-                np.random.Philox(key=[self._seed, self._offset + n]))
+            self._stream = sample_stream(self._seed, self._offset + n)
         if self._drives is not None:
             self.drive = np.array(self._drives[n], dtype=np.float64)
 
