@@ -41,7 +41,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from networks.progress import progress_bar
 
 from networks.noise import sample_stream
 from networks.trace import trace_from_run
@@ -255,8 +255,8 @@ def _run_runtime(b2, target, net, drive, steps, seed, offset, noise, independent
     network, latents, dt = objs["network"], objs["latents"], objs["dt"]
     network.run(0 * dt, namespace={})  # code generation and compilation (or cache load)
     build_seconds, run_seconds = time.perf_counter() - t0, 0.0
-    with tqdm(total=n * steps, desc=f"brian2 ({target})", unit="step",
-              disable=not progress) as bar:
+    with progress_bar(total=n * steps, desc=f"brian2 ({target})", unit="step",
+                      enabled=progress) as bar:
         for first in range(0, n, chunk):
             m = min(chunk, n - first)
             objs["drive_table"][:m] = drive[first:first + m]
@@ -317,8 +317,8 @@ def _run_standalone(b2, net, drive, steps, seed, offset, noise, independent, dt_
             b2.seed(_sample_seed(seed, offset))
         latents.t_start = 0 * dt
         network.run(n * steps * dt, namespace={})
-        with tqdm(total=n * steps, desc="brian2 (cpp_standalone)", unit="step",
-                  disable=not progress) as bar:
+        with progress_bar(total=n * steps, desc="brian2 (cpp_standalone)", unit="step",
+                          enabled=progress) as bar:
             t0 = time.perf_counter()
             b2.device.build(directory=workdir, compile=True, run=True, with_output=False)
             total = time.perf_counter() - t0

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from networks.progress import progress_bar
 
 from networks.network import save_network
 from networks.noise import check_noise
@@ -248,7 +248,7 @@ def _run_child(tmp: Path, params: dict, timeout: float, progress: bool) -> dict:
     pid, failure = proc.pid, None
     start = time.monotonic()
     deadline, output_seen = start + timeout, None
-    bar = tqdm(total=total, desc=f"lava {params['topology']}", unit="step", disable=not progress)
+    bar = progress_bar(total=total, desc=f"lava {params['topology']}", unit="step", enabled=progress)
     try:
         while True:
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:

@@ -15,7 +15,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from tqdm.auto import tqdm
+from networks.progress import progress_bar
 
 from networks.noise import noise_blocks
 from networks.trace import Trace, TraceRecorder
@@ -42,7 +42,7 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
                                   shared_noise=True))
     phi_t = np.ascontiguousarray(net.phi.T)  # (K, D), shared by every block
     edges = row_blocks(n, k, default_threads() if threads is None else threads)
-    with tqdm(total=steps, desc="reference", unit="step", disable=not progress) as bar:
+    with progress_bar(total=steps, desc="reference", unit="step", enabled=progress) as bar:
         def run_rows(lo, hi):
             rows = slice(lo, hi)
             block_noise = None if noise is None else noise[:, rows]

@@ -29,7 +29,7 @@ set; the same probe on raw pixels for reference.
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
+from networks.progress import progress_bar
 
 RUNAWAY_MARGIN = 1.0
 """A latent with u ≥ clamp_u − RUNAWAY_MARGIN counts as pinned at the rate ceiling."""
@@ -86,7 +86,7 @@ def run_chunked(net, x, steps, *, seed=0, batch=100, record=(), rate_metrics=Tru
         raise ValueError(f"batch must be >= 1, got {batch}")
     parts = {k: [] for k in ("step_mse", "step_rate_mse", "step_zeros", "step_rate", "u")}
     recon, rec_steps = [], None
-    with tqdm(total=n, desc=desc, unit="input", disable=not progress) as bar:
+    with progress_bar(total=n, desc=desc, unit="input", enabled=progress) as bar:
         for i in range(0, n, batch):
             tr = simulate(net, x[i:i + batch], steps, backend="reference", seed=seed, offset=i,
                           record=list(record), rate_metrics=rate_metrics)

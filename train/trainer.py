@@ -46,6 +46,8 @@ import neurons  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 from tqdm.auto import tqdm
 
+from networks.progress import progress_bar
+
 from networks.network import atomic_write, save_network, write_json
 from networks.plots import pyplot, save_figure
 from train.config import TrainConfig
@@ -192,8 +194,8 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
         sampler.set_epoch(epoch)
         order = torch.as_tensor(list(sampler))
         sums = np.zeros(4)
-        bar = tqdm(range(iters_per_epoch), desc=f"epoch {epoch + 1}/{total_epochs}",
-                   disable=not (cfg.progress and rank == 0), leave=False)
+        bar = progress_bar(range(iters_per_epoch), desc=f"epoch {epoch + 1}/{total_epochs}",
+                           enabled=cfg.progress and rank == 0, leave=False)
         for b in bar:
             it = epoch * iters_per_epoch + b
             s = schedule(it, total_iters(), cfg)
