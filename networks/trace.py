@@ -92,8 +92,13 @@ def record_steps(record, steps: int) -> np.ndarray:
     """Normalise ``record=`` (None: all; int array / iterable of steps) to sorted unique steps."""
     if record is None:
         return np.arange(steps)
-    rec = np.unique(np.asarray(list(record) if not isinstance(record, np.ndarray) else record,
-                               dtype=np.int64))
+    try:
+        raw = np.asarray(list(record) if not isinstance(record, np.ndarray) else record)
+    except TypeError:
+        raise ValueError(f"record= must be a sequence of steps, got {record!r}") from None
+    if raw.size and (raw.ndim != 1 or raw.dtype.kind not in "iu"):
+        raise ValueError(f"record= must be a flat sequence of integer steps, got {record!r}")
+    rec = np.unique(raw.astype(np.int64))
     if rec.size and (rec[0] < 0 or rec[-1] >= steps):
         raise ValueError(f"record= steps must lie in [0, {steps}), got {rec[0]}..{rec[-1]}")
     return rec
