@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,15 @@ FORMAT_VERSION = 1
 
 LOG_SIGMA_LIMIT = 3.45
 """|log σ| is soft-clamped to this bound during training (DESIGN.md §1)."""
+
+MAX_FILE_BYTES = 1 << 30
+"""Largest decompressed network file accepted (1 GiB: Φ of 134 M float64 values).
+
+A file that declares more (a deflate bomb, or a corrupted size) is refused
+before anything is decompressed."""
+
+MAX_ARRAY_DIMS = 4
+"""Largest number of dimensions of any array in a network file."""
 
 _REQUIRED = ("phi", "log_sigma", "log_bias", "log_eta", "u0", "clamp_u", "clamp_du",
              "input_shape", "format_version", "meta")
@@ -52,6 +62,9 @@ class IPVAENetwork:
     def __post_init__(self):
         self.phi = _float_array("phi", self.phi, ndim=2)
         d, k = self.phi.shape
+        if d < 1 or k < 1:
+            raise ValueError(f"phi has shape {self.phi.shape}: a network needs D >= 1 inputs "
+                             f"and K >= 1 latents")
         self.log_sigma = _float_array("log_sigma", self.log_sigma, shape=(d,))
         self.log_bias = _float_array("log_bias", self.log_bias, shape=(k,))
         self.u0 = _float_array("u0", self.u0, shape=(k,))
@@ -64,6 +77,7 @@ class IPVAENetwork:
         if any(s <= 0 for s in shape) or int(np.prod(shape)) != d:
             raise ValueError(f"input_shape {shape} does not hold D = {d} values")
         self.input_shape = shape
+        _check_derived(self)
         self.meta = dict(self.meta or {})
         try:
             json.dumps(self.meta)
@@ -161,6 +175,54 @@ def _float_array(name, value, ndim=None, shape=None):
     return arr
 
 
+def _check_derived(net) -> None:
+    """ValueError unless every quantity a backend derives from the parameters is finite.
+
+    Finite parameters can still overflow or underflow in float64 once
+    exponentiated or multiplied (log σ = −400 makes σ² = 0; log η = 800 makes
+    η = inf; a huge Φ overflows ΦᵀΦ/σ²): the backends would then run to NaN
+    potentials, each differently.  Bounds are O(D·K): the largest count a step
+    can emit is bounded by the rate at the clamp (or at u₀), and |ΦᵀΦ/σ²| z by
+    |Φ|ᵀ(|Φ| 1 / σ²) z_max.
+    """
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        sigma2 = np.exp(2.0 * net.log_sigma)
+        inv = 1.0 / sigma2
+        if not (np.all(sigma2 > 0) and np.all(np.isfinite(sigma2)) and np.all(np.isfinite(inv))):
+            raise ValueError(f"log_sigma ranges {net.log_sigma.min():.4g}.."
+                             f"{net.log_sigma.max():.4g}: σ² = exp(2 log_sigma) and 1/σ² "
+                             f"must be positive and finite in float64")
+        eta = np.exp(net.log_eta)
+        if not (np.isfinite(eta) and eta > 0):
+            raise ValueError(f"log_eta = {net.log_eta:.4g}: η = exp(log_eta) must be positive "
+                             f"and finite in float64")
+        bias = np.exp(net.log_bias)
+        if not np.all(np.isfinite(bias)):
+            raise ValueError(f"log_bias reaches {net.log_bias.max():.4g}: b = exp(log_bias) "
+                             f"overflows float64")
+        top = max(net.clamp_u, float(net.u0.max()))
+        rate = np.exp(top)
+        if not np.isfinite(rate):
+            raise ValueError(f"the largest rate e^u (u up to {top:.4g}: clamp_u or u0) "
+                             f"overflows float64")
+        z_max = rate + 20.0 * np.sqrt(rate) + 30.0  # the inverse CDF's own search cap
+        a = np.abs(net.phi)
+        recurrent = a.T @ (a.sum(axis=1) * inv) * z_max  # ≥ |ΦᵀΦ/σ² z| per latent
+        recon = a.sum(axis=1) * z_max  # ≥ |Φ z| per input value
+        du = eta * (recurrent + bias)
+        if not (np.all(np.isfinite(recurrent)) and np.all(np.isfinite(recon))
+                and np.all(np.isfinite(du)) and np.all(np.isfinite(a.T @ inv))):
+            raise ValueError(f"phi (|Φ| up to {a.max():.4g}) with σ² down to {sigma2.min():.4g}, "
+                             f"η = {eta:.4g} and rates up to e^{top:.4g}: the feedback "
+                             f"η ΦᵀΦ z/σ² or the read-out Φ z overflows float64")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it.
 
@@ -173,6 +235,7 @@ def atomic_write(path, write) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the user's umask
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -200,23 +263,77 @@ def save_network(net: IPVAENetwork, path) -> Path:
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _check_archive(path: Path) -> None:
+    """ValueError unless ``path`` is an intact zip of .npy members of bounded size.
+
+    Sizes are read from the zip directory and each member's .npy header, so a
+    deflate bomb or a header declaring a huge array is refused before anything
+    large is decompressed or allocated.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a network file (a .npz is a zip archive of arrays)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            total = sum(m.file_size for m in members)
+            if total > MAX_FILE_BYTES:
+                raise ValueError(f"{path}: declares {total / 2**20:.0f} MiB of arrays; network "
+                                 f"files are limited to {MAX_FILE_BYTES / 2**20:.0f} MiB")
+            for m in members:
+                if not m.filename.endswith(".npy"):
+                    raise ValueError(f"{path}: member {m.filename!r} is not a .npy array")
+                with zf.open(m) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unsupported .npy version {version}")
+                    if dtype.hasobject:
+                        raise ValueError(f"{path}: {m.filename[:-4]} holds Python objects "
+                                         f"(pickled data); a network file holds numbers only")
+                    if len(shape) > MAX_ARRAY_DIMS or any(s > MAX_FILE_BYTES for s in shape):
+                        raise ValueError(f"{path}: {m.filename[:-4]} declares shape {shape}")
+                    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if nbytes > m.file_size:
+                        raise ValueError(f"{path}: {m.filename[:-4]} declares {nbytes} bytes "
+                                         f"but its member holds {m.file_size}")
+    except ValueError as err:
+        msg = str(err)
+        raise ValueError(msg if msg.startswith(str(path)) else
+                         f"{path}: not a readable network file ({msg})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError,
+            RuntimeError) as err:
+        raise ValueError(f"{path}: damaged network file ({err})") from None
+
+
 def load_network(path) -> IPVAENetwork:
     """Read and validate a network file.
 
     Raises FileNotFoundError for a missing file and ValueError naming the
-    problem for anything else: not an npz, a missing key, a wrong shape or
-    dtype, a non-finite value, or a format_version newer than this code.
+    problem for anything else: a directory, not an npz (zip), a damaged or
+    truncated archive, arrays larger than ``MAX_FILE_BYTES``, a missing key, a
+    wrong shape or dtype, a non-finite value, parameters whose derived
+    quantities overflow float64, or a format_version newer than this code.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a network file (.npz)")
+    if not path.exists():
         raise FileNotFoundError(f"network file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
+    _check_archive(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
     except ValueError as err:
         raise ValueError(f"{path}: not a readable network file ({err})") from None
-    except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a network file (.npz): {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as err:
+        raise ValueError(f"{path}: damaged network file ({err})") from None
+    except MemoryError:
+        raise ValueError(f"{path}: arrays too large to load") from None
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
@@ -235,13 +352,15 @@ def load_network(path) -> IPVAENetwork:
         raise ValueError(f"{path}: meta must be a JSON string")
     try:
         meta = json.loads(str(data["meta"]))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"{path}: meta is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: meta must be a JSON object, got {type(meta).__name__}")
     try:
         return IPVAENetwork(
             phi=data["phi"], log_sigma=data["log_sigma"], log_bias=data["log_bias"],
             log_eta=data["log_eta"], u0=data["u0"], clamp_u=data["clamp_u"],
             clamp_du=data["clamp_du"], input_shape=tuple(data["input_shape"].tolist()),
             meta=meta)
-    except ValueError as err:
+    except (ValueError, OverflowError) as err:
         raise ValueError(f"{path}: {err}") from None
