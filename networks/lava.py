@@ -8,9 +8,11 @@ Lava 0.10 hangs when a model raises (lava-nc/lava#231, #178) and forces the
 ``fork`` start method on whoever imports its runtime.  This module never
 imports Lava.
 
-Data goes through a temporary directory: the network file, x (N, D) and the
-optional explicit noise ξ (T, N, K) as ``.npy`` (memory-mapped by the models),
-and back spikes (T, N, K) and u (T+1, N, K) in ``out.npz``.  The child
+Data goes through a temporary directory: the network file, x (N, D), the
+recorded steps and the optional explicit noise ξ (T, N, K) as ``.npy``
+(memory-mapped by the models), and back the Trace's arrays in ``out.npz``: the
+child keeps only the recorded steps and the per-step metrics while it runs,
+so memory follows ``record=``, not T.  The child
 compiles one ``IPVAENet`` (``neurons.lava.ipvae_net``) and runs the N samples
 back to back in one Lava run; each sample's first Lava step resets u ← u₀,
 ignores the feedback buffers and restarts the noise stream (seed, offset + n),
@@ -18,10 +20,17 @@ so sample n of a batch equals a lone run with ``offset=n``.
 
 On failure (a model raised, the child died, or the wall-clock ``timeout``
 passed) the child's whole process group is killed (``os.killpg``) and a
-``RuntimeError`` carrying the child's error message is raised.
+``RuntimeError`` carrying the child's error message is raised.  Every exit
+path kills the group, unlinks the shared-memory segments its processes
+mapped and removes the temporary directory (the child's ``TMPDIR`` points
+inside it, so multiprocessing's ``pymp-*`` folders go too): SIGINT arrives as
+KeyboardInterrupt, and SIGTERM and SIGHUP (when their handler is the default)
+are turned into an exception for the clean-up, then delivered again with the
+default handler, so the process still ends by that signal.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +47,7 @@ from networks.progress import progress_bar
 
 from networks.network import save_network
 from networks.noise import check_noise
-from networks.trace import Trace, trace_from_run
+from networks.trace import Trace, record_steps, trace_from_run
 from neurons.lava import STRIDES, TOPOLOGIES  # constants only: no Lava import
 
 
@@ -108,6 +118,7 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         raise ValueError(f"steps must be >= 0, got {steps}")
     if seed < 0 or offset < 0:
         raise ValueError(f"seed and offset must be non-negative, got {seed}, {offset}")
+    rec = record_steps(record, steps)
     if noise is not None:
         noise = check_noise(noise, steps, n, k)
     if timeout is None:
@@ -118,24 +129,64 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
                 shared_noise=True)
     if n == 0:  # nothing to run: no Lava process
         return trace_from_run(net, x, np.zeros((steps, 0, k), dtype=np.int32),
-                              np.zeros((steps + 1, 0, k)), record=record,
+                              np.zeros((steps + 1, 0, k)), record=rec,
                               rate_metrics=rate_metrics, info=info)
 
-    with tempfile.TemporaryDirectory(prefix="ipvae-lava-") as tmp:
+    with _signals_as_exceptions(), tempfile.TemporaryDirectory(prefix="ipvae-lava-") as tmp:
         tmp = Path(tmp)
+        (tmp / "tmp").mkdir()
         save_network(net, tmp / "net.npz")
         np.save(tmp / "x.npy", x)
+        np.save(tmp / "record.npy", rec)
         if noise is not None:
             np.save(tmp / "noise.npy", np.ascontiguousarray(noise, dtype=np.float64))
         params = dict(steps=steps, n=n, topology=topology, seed=int(seed), offset=int(offset),
-                      noise=noise is not None)
+                      noise=noise is not None, rate_metrics=bool(rate_metrics))
         (tmp / "params.json").write_text(json.dumps(params))
         out = _run_child(tmp, params, float(timeout), progress)
-        spikes = out["spikes"].astype(np.int32)
-        u = out["u"]
-        info.update(compile_s=float(out["compile_s"]), run_s=float(out["run_s"]),
-                    cpu_s=float(out["cpu_s"]))
-    return trace_from_run(net, x, spikes, u, record=record, rate_metrics=rate_metrics, info=info)
+    info.update(compile_s=float(out.pop("compile_s")), run_s=float(out.pop("run_s")),
+                cpu_s=float(out.pop("cpu_s")))
+    return Trace(x=x, **out, info=info)
+
+
+class _Terminated(BaseException):
+    """A SIGTERM or SIGHUP arrived while a Lava run was in progress."""
+
+    def __init__(self, signum):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions():
+    """Turn SIGTERM and SIGHUP into ``_Terminated`` for the block, so its clean-up runs.
+
+    Only signals whose handler is the default are taken over (a user's own
+    handler or ``nohup``'s SIG_IGN stay as they are), and only in the main
+    thread (Python delivers signals there).  After the block has cleaned up,
+    the signal is delivered again under the default handler: the process ends
+    by it, as it would have without us.
+    """
+    taken = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                taken[signum] = signal.signal(signum, _raise_terminated)
+    try:
+        yield
+    except _Terminated as err:
+        for signum, previous in taken.items():
+            signal.signal(signum, previous)
+        taken.clear()
+        signal.raise_signal(err.signum)
+        raise  # only reached if the signal did not end the process
+    finally:
+        for signum, previous in taken.items():
+            signal.signal(signum, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(signum)
 
 
 def _child_env(error_file: Path) -> dict:
@@ -145,6 +196,9 @@ def _child_env(error_file: Path) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env[ERROR_FILE_ENV] = str(error_file)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # multiprocessing's pymp-* folders (and any other temporary file of the run)
+    # land inside the run's directory, which is removed on every exit path.
+    env["TMPDIR"] = str(error_file.parent / "tmp")
     return env
 
 

@@ -1,12 +1,15 @@
 """Child runner of the Lava backend: ``python -m networks.lava_child DIR``.
 
 Started by ``networks.lava.run`` in its own session.  Reads from DIR
-``params.json``, ``net.npz``, ``x.npy`` (N, D) and optionally ``noise.npy``
-(T, N, K); builds one ``IPVAENet`` with two ``Extractor``s (spikes, u); runs
-the N samples back to back in one non-blocking Lava run while receiving every
-Lava step; writes ``out.npz`` (spikes (T, N, K) int32, u (T+1, N, K),
-compile_s, run_s, and cpu_s: CPU seconds of all its processes during the run)
-atomically, and ``progress.txt`` (Lava steps done) as it goes.
+``params.json``, ``net.npz``, ``x.npy`` (N, D), ``record.npy`` (the steps to
+keep) and optionally ``noise.npy`` (T, N, K); builds one ``IPVAENet`` with two
+``Extractor``s (spikes, u); runs the N samples back to back in one
+non-blocking Lava run while receiving every Lava step into a
+``TraceRecorder`` (which keeps the recorded steps and the per-step metrics
+only); writes ``out.npz`` (the Trace's arrays, compile_s, run_s, and cpu_s:
+CPU seconds of all its processes during the run) atomically, and
+``progress.txt`` (Lava steps done) as it goes.  A watchdog kills the run's
+process group if the parent process disappears.
 Any error goes to stderr, a non-zero exit status and one line in
 ``$IPVAE_LAVA_ERROR_FILE`` (written by the models themselves for errors inside
 Lava, and here before Lava's ``stop()``, which can hang after a failure).
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +55,18 @@ def cpu_seconds() -> float:
     return total
 
 
+def _watch_parent(parent: int, period_s: float = 0.5) -> None:
+    """Daemon thread: kill this process group once ``parent`` is gone (e.g. SIGKILLed)."""
+
+    def watch():
+        while True:
+            time.sleep(period_s)
+            if os.getppid() != parent:
+                os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="ipvae-parent-watch", daemon=True).start()
+
+
 def main(directory: str) -> int:
     tmp = Path(directory)
     params = json.loads((tmp / "params.json").read_text())
@@ -63,8 +80,12 @@ def main(directory: str) -> int:
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
+    from networks.trace import TraceRecorder
     from neurons.lava.ipvae_net.process import IPVAENet
 
+    x = np.load(tmp / "x.npy")
+    recorder = TraceRecorder(net, x, steps, np.load(tmp / "record.npy"),
+                             rate_metrics=params.get("rate_metrics", False))
     ipvae = IPVAENet(net, steps=steps, topology=topology, seed=params["seed"],
                      offset=params["offset"], inputs_path=str(tmp / "x.npy"),
                      noise_path=str(tmp / "noise.npy") if params["noise"] else None)
@@ -74,9 +95,8 @@ def main(directory: str) -> int:
     ipvae.u_out.connect(u_out.in_port)
     cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
                        exception_proc_model_map={Extractor: PyLoihiExtractorModel})
-    period = ipvae.period
-    spikes = np.empty((n, period, k), dtype=np.int32)
-    u = np.empty((n, period, k))
+    period, stride = ipvae.period, ipvae.stride
+    phi_t = np.ascontiguousarray(net.phi.T)
     progress = tmp / "progress.txt"
     t0 = time.perf_counter()
     try:
@@ -85,9 +105,19 @@ def main(directory: str) -> int:
         c1 = cpu_seconds()
         last = t1
         for i in range(n):
+            rows = slice(i, i + 1)
             for j in range(period):
-                spikes[i, j] = spike_out.receive()
-                u[i, j] = u_out.receive()
+                z = spike_out.receive()
+                u = u_out.receive()
+                # z_t and u_t arrive at local step j = stride·t; u_T at j = stride·T.
+                t, rest = divmod(j, stride)
+                if rest:
+                    continue
+                if t < steps:
+                    z = np.rint(z).astype(np.int32)[None]
+                    recorder.add(t, u[None], z, z @ phi_t, rows=rows)
+                else:
+                    recorder.u[-1, i] = u
             now = time.perf_counter()
             if now - last > 0.2 or i == n - 1:
                 _write_progress(progress, (i + 1) * period)
@@ -101,9 +131,10 @@ def main(directory: str) -> int:
         raise
     finally:
         ipvae.stop()
-    out = dict(spikes=np.ascontiguousarray(spikes[:, ipvae.spike_steps].transpose(1, 0, 2)),
-               u=np.ascontiguousarray(u[:, ipvae.u_steps].transpose(1, 0, 2)),
-               compile_s=np.float64(t1 - t0), run_s=np.float64(t2 - t1),
+    trace = recorder.finish()
+    out = {name: getattr(trace, name) for name in ("steps", "spikes", "u", "recon", "step_mse",
+                                                    "step_zeros", "step_rate", "step_rate_mse")}
+    out.update(compile_s=np.float64(t1 - t0), run_s=np.float64(t2 - t1),
                cpu_s=np.float64(c2 - c1))
     part = tmp / "out.part.npz"
     np.savez(part, **out)
@@ -115,6 +146,7 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m networks.lava_child DIR", file=sys.stderr)
         sys.exit(2)
+    _watch_parent(os.getppid())
     try:
         status = main(sys.argv[1])
     except BaseException as err:
