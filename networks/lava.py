@@ -58,6 +58,10 @@ EXIT_GRACE_S = 15.0
 """Seconds a child may take to exit after writing its results (Lava's stop can hang)."""
 
 
+SOCKET_PATH_MAX = 107
+"""Longest path of a Unix-domain socket on Linux (sun_path is 108 bytes with the NUL)."""
+
+
 def check_lava() -> None:
     """Raise ImportError (one clear line) unless lava-nc can run in this Python.
 
@@ -197,8 +201,12 @@ def _child_env(error_file: Path) -> dict:
     env[ERROR_FILE_ENV] = str(error_file)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # multiprocessing's pymp-* folders (and any other temporary file of the run)
-    # land inside the run's directory, which is removed on every exit path.
-    env["TMPDIR"] = str(error_file.parent / "tmp")
+    # land inside the run's directory, which is removed on every exit path --
+    # unless that would make its sockets' paths (pymp-*/listener-*, 33 more
+    # characters) longer than AF_UNIX allows (107 bytes).
+    tmp = str(error_file.parent / "tmp")
+    if len(os.fsencode(tmp)) + 33 <= SOCKET_PATH_MAX:
+        env["TMPDIR"] = tmp
     return env
 
 

@@ -1,0 +1,105 @@
+"""Faults clean up (issue 15): a Lava run whose parent gets SIGTERM or SIGHUP leaves no
+process, no /dev/shm segment and no temporary folder (its own nor multiprocessing's).
+
+Needs lava-nc (``require("lava")``): skipped without it, failed under CI=true.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A long run on a tiny network: started, then killed from outside.
+SCRIPT = textwrap.dedent("""
+    from networks import planted_network, simulate
+    net, x, _ = planted_network(6, 5, 2, seed=3, n_inputs=1)
+    simulate(net, x, 1_000_000, backend="lava", timeout=600, record=[])
+""")
+
+
+def _marked(mark: str) -> list[int]:
+    needle = f"IPVAE_LAVA_TEST_MARK={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _shm() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+
+
+def _leaked(before: set[str]) -> set[str]:
+    """Segments created since ``before`` that no live process maps (other runs' are mapped)."""
+    mapped = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "maps").read_text(errors="replace")
+            except OSError:
+                continue
+            mapped.update(line.split("/dev/shm/", 1)[1].split()[0]
+                          for line in text.splitlines() if "/dev/shm/" in line)
+    return {name for name in _shm() - before - mapped if (Path("/dev/shm") / name).exists()}
+
+
+def _started(mark: str) -> bool:
+    """True once Lava's runtime has forked its processes (parent + child + at least 2)."""
+    return len(_marked(mark)) >= 4
+
+
+@pytest.mark.parametrize("signum,repeats", [(signal.SIGTERM, 10), (signal.SIGHUP, 1)])
+def test_signal_to_the_parent_leaves_nothing_behind(signum, repeats):
+    require("lava")
+    for _ in range(repeats):
+        mark = uuid.uuid4().hex
+        # A short folder: multiprocessing's socket paths inside it must fit AF_UNIX's limit.
+        tmpdir = Path(tempfile.mkdtemp(prefix="ipvc-"))
+        try:
+            _run_and_signal(tmpdir, mark, signum)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _run_and_signal(tmpdir: Path, mark: str, signum: int) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmpdir),
+               IPVAE_LAVA_TEST_MARK=mark)
+    shm_before = _shm()
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not _started(mark):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the Lava run did not start"
+            time.sleep(0.05)
+        time.sleep(1.0)  # well inside the run: channels and segments exist
+        assert list(tmpdir.glob("ipvae-lava-*"))
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signum  # still ended by the signal itself
+    assert "Traceback" not in proc.stderr.read().decode()
+    proc.stderr.close()
+    assert _marked(mark) == []
+    assert _leaked(shm_before) == set()
+    assert list(tmpdir.iterdir()) == []  # no ipvae-lava-*, no pymp-*
