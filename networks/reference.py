@@ -1,4 +1,4 @@
-"""The reference simulator: the iP-VAE recurrence of DESIGN.md §1, vectorised over the batch.
+"""The reference simulator: the iP-VAE recurrence of design §1, vectorised over the batch.
 
 Each step is the read-out Φz, the feedback Φᵀe (an (N×D)(D×K) float64
 product), sampling and the membrane update.  The read-out is event-driven while
@@ -36,18 +36,71 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     threads : row blocks run in parallel (default: the cores this process may use).
     block : steps of noise drawn at a time.
     """
-    n, k = x.shape[0], net.n_latents
-    rec = TraceRecorder(net, x, steps, record, rate_metrics,
-                        info=dict(backend="reference", seed=seed, offset=offset,
-                                  shared_noise=True))
     phi_t = np.ascontiguousarray(net.phi.T)  # (K, D), shared by every block
+
+    def make_kernels(lo, hi):
+        return FloatKernels(net, phi_t, seed, offset + lo,
+                            None if noise is None else noise[:, lo:hi], block)
+
+    return run_loop(net, x, steps, make_kernels, record=record, rate_metrics=rate_metrics,
+                    progress=progress, threads=threads,
+                    info=dict(backend="reference", seed=seed, offset=offset, shared_noise=True))
+
+
+class FloatKernels:
+    """The float64 arithmetic of one row block: the shared uniforms, ``neurons.kernels``.
+
+    The row loop (:func:`_run_rows`) asks a kernel set for: ``blocks(steps)``
+    (an iterator of blocks of per-step noise, any objects its ``fire`` takes),
+    ``start(u)`` (u ← u₀), ``fire(u, noise_t, rate, z)`` (counts and rates into
+    float64 arrays; returns the number of nonzero counts) and
+    ``integrate(u, z, residual, u_next)`` (the membrane step, given the read-out
+    residual x − Φz).  The integer emulator (``hardware.emulator``) is another one.
+    """
+
+    def __init__(self, net, phi_t, seed, offset, noise, block):
+        self.net, self.phi_t = net, phi_t
+        self.seed, self.offset, self.noise, self.block = seed, offset, noise, block
+        self.sigma2, self.bias, self.eta = net.sigma2, net.bias, net.eta
+        self._error = self._feedback = None
+
+    def blocks(self, steps, n, k):
+        return noise_blocks(self.seed, steps, n, k, self.offset, self.noise, self.block)
+
+    def start(self, u):
+        u[...] = self.net.u0
+
+    def fire(self, u, xi_t, rate, z):
+        return kernels.spikes(u, np.ascontiguousarray(xi_t), rate, z)
+
+    def integrate(self, u, z, residual, u_next):
+        """The prediction error (x − Φz)/σ² (``neurons.poisson.prediction_error``, from the
+        read-out's residual), its feedback Φᵀe, and the membrane update."""
+        if self._error is None:
+            self._error = np.empty_like(residual)
+            self._feedback = np.empty_like(u)
+        np.divide(residual, self.sigma2, out=self._error)
+        np.matmul(self._error, self.net.phi, out=self._feedback)
+        kernels.membrane(u, self._feedback, self.eta, self.bias, self.net.clamp_u,
+                         self.net.clamp_du, u_next)
+
+
+def run_loop(net, x, steps, make_kernels, *, record, rate_metrics, progress, threads,
+             info) -> Trace:
+    """The row loop and recorder shared by the float reference and the integer emulator.
+
+    make_kernels(lo, hi) : the kernel set (see :class:`FloatKernels`) of rows lo..hi.
+    """
+    n, k = x.shape[0], net.n_latents
+    rec = TraceRecorder(net, x, steps, record, rate_metrics, info=info)
+    phi_t = np.ascontiguousarray(net.phi.T)
     edges = row_blocks(n, k, default_threads() if threads is None else threads)
-    with progress_bar(total=steps, desc="reference", unit="step", enabled=progress) as bar:
+    with progress_bar(total=steps, desc=info.get("backend", "run"), unit="step",
+                      enabled=progress) as bar:
         def run_rows(lo, hi):
             rows = slice(lo, hi)
-            block_noise = None if noise is None else noise[:, rows]
-            _run_rows(net, phi_t, x[rows], steps, rec, rows, seed, offset + lo, block_noise,
-                      block, bar if lo == 0 else None)
+            _run_rows(make_kernels(lo, hi), phi_t, x[rows], steps, rec, rows,
+                      bar if lo == 0 else None)
 
         if len(edges) == 2:
             run_rows(0, n)
@@ -61,38 +114,32 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     return rec.finish()  # every block wrote its u_T into the trace
 
 
-def _run_rows(net, phi_t, x, steps, rec, rows, seed, offset, noise, block, bar):
+def _run_rows(kern, phi_t, x, steps, rec, rows, bar):
     """The recurrence for one block of inputs x (n, D); records into ``rec`` at ``rows``.
 
-    phi_t : Φᵀ (K, D), C-contiguous.
-    Returns the final potentials u_T (n, K).  The prediction error is
-    (x − Φz)/σ² (``neurons.poisson.prediction_error``), written out here because
-    its numerator is also the trace's residual.  Recorded steps are computed
+    kern : the block's kernel set; phi_t : Φᵀ (K, D), C-contiguous, for the read-out.
+    Returns the final potentials u_T (n, K).  Recorded steps are computed
     straight into the trace's storage; the rest into arrays allocated once.
     """
-    n, k, d = x.shape[0], net.n_latents, net.input_dim
-    phi = net.phi
-    sigma2, bias, eta = net.sigma2, net.bias, net.eta
+    n, k, d = x.shape[0], rec.net.n_latents, rec.net.input_dim
     spare = [np.empty((n, k)), np.empty((n, k))]  # u_t and u_{t+1} when not recorded
-    rate, z, feedback = (np.empty((n, k)) for _ in range(3))
-    spare_recon, residual, error = (np.empty((n, d)) for _ in range(3))
+    rate, z = np.empty((n, k)), np.empty((n, k))
+    spare_recon, residual = np.empty((n, d)), np.empty((n, d))
     u = _u_storage(rec, 0, rows, spare[0])
-    u[...] = net.u0
+    kern.start(u)
     t = 0
-    for xi in noise_blocks(seed, steps, n, k, offset, noise, block):
+    for xi in kern.blocks(steps, n, k):
         for xi_t in xi:
             i = rec.slot(t)
             recon = spare_recon if i is None else rec.recon[i, rows]
-            fired = kernels.spikes(u, np.ascontiguousarray(xi_t), rate, z)
+            fired = kern.fire(u, xi_t, rate, z)
             if fired <= SPARSE_READOUT * z.size:
                 kernels.readout(z, phi_t, recon)
             else:
                 np.matmul(z, phi_t, out=recon)
             np.subtract(x, recon, out=residual)
-            np.divide(residual, sigma2, out=error)
-            np.matmul(error, phi, out=feedback)
             u_next = _u_storage(rec, t + 1, rows, spare[1] if u is spare[0] else spare[0])
-            kernels.membrane(u, feedback, eta, bias, net.clamp_u, net.clamp_du, u_next)
+            kern.integrate(u, z, residual, u_next)
             rec.add_metrics(t, u, z, recon, residual, rate, rows=rows)
             if i is not None:
                 rec.spikes[i, rows] = z
