@@ -26,6 +26,8 @@ BACKENDS = {
     "reference": "networks.reference",
     "lava": "networks.lava",
     "brian2": "networks.brian",
+    "fixed": "hardware.emulator",
+    "lava-fixed": "hardware.lava_fixed",
 }
 """Backend name → module implementing ``run``."""
 
