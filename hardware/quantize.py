@@ -214,27 +214,12 @@ class QuantizedNetwork:
 
     def latent(self) -> FixedLatent:
         """The integer step of the K latent neurons (``neurons.fixed.FixedLatent``)."""
-        return FixedLatent(
-            u0=self.u0.astype(np.int64), bias=self.bias.astype(np.int64), eta=int(self.eta),
-            clamp_u=int(self.clamp_u), clamp_du=int(self.clamp_du), exp_lut=self.exp_lut,
-            negexp_lut=self.negexp_lut, softplus_lut=self.softplus_lut,
-            self_weights=self.self_weights.astype(np.int64), self_exp=int(self.self_exp),
-            count_bits=int(self.count_bits))
-
-    def input_payload(self, x: np.ndarray):
-        """x (N, D) float → (Q.x_frac int64 saturated to 24 bits, number saturated)."""
-        X = np.rint(np.asarray(x, dtype=np.float64) * 2.0 ** self.x_frac).astype(np.int64)
-        return fixed.saturate(X, fixed.PAYLOAD_MIN, fixed.PAYLOAD_MAX)
+        return FixedLatent.from_arrays(self.to_arrays())
 
     def drive(self, x: np.ndarray):
-        """Constant drive Φᵀx/σ² (N, K) int64 Q.12 via the feed-forward Dense; and the
-        numbers of saturated inputs and drives.  Accumulated in 64 bits (on the host)."""
-        X, x_sat = self.input_payload(x)
-        acc = X @ self.w_ff.astype(np.int64).T
-        shift = self.ff_exp - self.x_frac
-        d = acc << shift if shift > 0 else acc >> -shift
-        d, d_sat = fixed.saturate(d, fixed.PAYLOAD_MIN, fixed.PAYLOAD_MAX)
-        return d, x_sat, d_sat
+        """Constant drive Φᵀx/σ² (N, K) int64 Q.12 and the saturated input and drive numbers
+        (``neurons.fixed.drive``)."""
+        return fixed.drive(self.w_ff, self.ff_exp, self.x_frac, x)
 
     def to_arrays(self) -> dict:
         arrays = {k: np.asarray(getattr(self, k)) for k in _INT_KEYS}

@@ -171,6 +171,26 @@ def dense(weights: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray:
     return acc << weight_exp if weight_exp > 0 else acc >> -weight_exp
 
 
+def input_payload(x, x_frac: int):
+    """Inputs x (float) as Q.x_frac 24-bit payloads: (int64 array, number saturated).
+
+    x·2^x_frac is exact in float64 and rounded half to even (IEEE): the same on any CPU."""
+    X = np.rint(np.asarray(x, dtype=np.float64) * 2.0 ** x_frac).astype(np.int64)
+    return saturate(X, PAYLOAD_MIN, PAYLOAD_MAX)
+
+
+def drive(w_ff: np.ndarray, ff_exp: int, x_frac: int, x):
+    """Constant drive Φᵀx/σ² (N, K) int64 Q.12 from the feed-forward weights (K, D) and x
+    (N, D) float; and the numbers of saturated inputs and drives.  Accumulated in 64 bits
+    (the input side runs on the host, as the float path's drive does)."""
+    X, x_sat = input_payload(x, x_frac)
+    acc = X @ np.asarray(w_ff, dtype=np.int64).T
+    shift = ff_exp - x_frac
+    d = acc << shift if shift > 0 else acc >> -shift
+    d, d_sat = saturate(d, PAYLOAD_MIN, PAYLOAD_MAX)
+    return d, x_sat, d_sat
+
+
 def soft_clamp(X: np.ndarray, C: int, softplus_lut: np.ndarray) -> np.ndarray:
     """Hard floor at −8, then C − softplus(C − X) (all Q.12, int64)."""
     X = np.maximum(X, U_FLOOR)
@@ -218,6 +238,15 @@ class FixedLatent:
     self_weights: np.ndarray
     self_exp: int
     count_bits: int
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "FixedLatent":
+        """From a mapping holding the quantized file's arrays (``hardware.quantize``)."""
+        ints = {key: np.asarray(arrays[key], dtype=np.int64)
+                for key in ("u0", "bias", "exp_lut", "negexp_lut", "softplus_lut",
+                            "self_weights")}
+        return cls(**ints, **{key: int(arrays[key]) for key in
+                              ("eta", "clamp_u", "clamp_du", "self_exp", "count_bits")})
 
     def fire(self, U: np.ndarray, keys: np.ndarray, t: int, first=None):
         """Counts as sent (int64 (N, K), saturated), rates R (Q.20), saturated-count number.

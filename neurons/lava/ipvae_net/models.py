@@ -60,3 +60,50 @@ class SubIPVAENetModel(AbstractSubProcessModel):
         self.latent.s_out.connect(proc.s_out)
         self.latent.u_out.connect(proc.u_out)
         proc.vars.u.alias(self.latent.u)
+
+
+@implements(proc=IPVAENet, protocol=LoihiProtocol)
+@tag("fixed_pt")
+class SubIPVAENetModelFixed(AbstractSubProcessModel):
+    """Children (folded topology, integers): the fixed_pt PoissonLatent + Lava's fixed_pt
+    Dense of the off-diagonal −ΦᵀΦ/σ² [+ a fixed_pt Dense of Φᵀ/σ² from ``x_in``].
+
+    The self-term is the latent's own (its own exponent, ``neurons.fixed``); the Dense
+    weights are already in Lava's format, so its clip and truncation leave them as they
+    are and the emulator's ``neurons.fixed.dense`` computes the same integers.
+    """
+
+    def __init__(self, proc):
+        from lava.utils.weightutils import SignMode
+
+        p = proc.proc_params
+        fixed = p["fixed"]
+        if fixed is None:
+            raise ValueError("IPVAENet needs fixed= (a quantized network's arrays) to run "
+                             "with select_tag='fixed_pt'")
+        steps, inputs_path = p["steps"], p["inputs_path"]
+        drives_path = None
+        if inputs_path is not None:
+            drives_path = str(inputs_path) + ".fixed-drives.npy"
+            np.save(drives_path, p["drives"])
+        self.latent = PoissonLatent(
+            u0=p["u0"], bias=p["bias"], eta=p["eta"], clamp_u=p["clamp_u"],
+            clamp_du=p["clamp_du"], steps=steps, stride=1, seed=p["seed"],
+            offset=p["offset"], noise_path=p["noise_path"], drives_path=drives_path,
+            fixed=fixed)
+        bits = int(fixed["weight_bits"])
+        self.recurrent = Dense(weights=np.asarray(fixed["w_rec"], dtype=np.int32),
+                               weight_exp=int(fixed["rec_exp"]), num_weight_bits=bits,
+                               sign_mode=SignMode.MIXED, num_message_bits=COUNT_BITS)
+        self.latent.s_out.connect(self.recurrent.s_in)
+        self.recurrent.a_out.connect(self.latent.a_in)
+        if inputs_path is None:
+            self.feedforward = Dense(
+                weights=np.asarray(fixed["w_ff"], dtype=np.int32),
+                weight_exp=int(fixed["ff_exp"]) - int(fixed["x_frac"]), num_weight_bits=bits,
+                sign_mode=SignMode.MIXED, num_message_bits=VALUE_BITS)
+            proc.x_in.connect(self.feedforward.s_in)
+            self.feedforward.a_out.connect(self.latent.a_in)
+        self.latent.s_out.connect(proc.s_out)
+        self.latent.u_out.connect(proc.u_out)
+        proc.vars.u.alias(self.latent.u)

@@ -33,8 +33,14 @@ feeds the inputs from a file (the backend's fast path: the folded drive
 saved beside the file as ``<inputs_path>.drives.npy``); ``x_in`` is then left
 unconnected inside.
 
-Only a ``floating_pt`` SubProcessModel exists so far: run with
-``Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True)``.
+Two SubProcessModels: ``floating_pt`` (run with ``Loihi2SimCfg(select_tag=
+"floating_pt", select_sub_proc_model=True)``) and ``fixed_pt`` (``select_tag=
+"fixed_pt"``; folded topology only): give ``fixed=`` the arrays of a quantized
+network (``hardware.quantize``; e.g. ``dict(np.load(path))``); the children are
+then the bit-accurate latent, Lava's fixed_pt Dense of the off-diagonal
+recurrent weights (their exponent and bits) and, from ``x_in`` (Q.12 integer
+payloads), a fixed_pt Dense of the feed-forward weights; ``u`` and ``u_out`` hold
+U = u·2^12.
 """
 from __future__ import annotations
 
@@ -57,6 +63,7 @@ class IPVAENet(AbstractProcess):
     seed, offset : shared noise streams (seed, offset + n) for sample n.
     noise_path : optional ``.npy`` of uniforms ξ (T, N, K) replacing the streams.
     inputs_path : optional ``.npy`` (N, D) inputs instead of the ``x_in`` port.
+    fixed : optional mapping of a quantized network's arrays (for ``fixed_pt``).
 
     Ports
     -----
@@ -71,7 +78,7 @@ class IPVAENet(AbstractProcess):
 
     def __init__(self, net, *, steps: int, topology: str = "folded", seed: int = 0,
                  offset: int = 0, noise_path: str | None = None,
-                 inputs_path: str | None = None, name: str | None = None,
+                 inputs_path: str | None = None, fixed=None, name: str | None = None,
                  log_config: LogConfig | None = None):
         if topology not in TOPOLOGIES:
             raise ValueError(f"unknown topology {topology!r}; expected one of "
@@ -79,14 +86,26 @@ class IPVAENet(AbstractProcess):
         if int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
         d, k = net.input_dim, net.n_latents
+        drives = None
+        if fixed is not None:
+            from neurons import fixed as fx
+
+            if topology != "folded":
+                raise ValueError("the fixed-point network has the folded topology only")
+            fixed = {key: np.asarray(value) for key, value in dict(fixed).items()
+                     if not key.startswith("float_") and key != "report"}
+            if inputs_path is not None:
+                drives = fx.drive(fixed["w_ff"], int(fixed["ff_exp"]), int(fixed["x_frac"]),
+                                  np.load(inputs_path, mmap_mode="r"))[0]
+        elif inputs_path is not None and topology == "folded":
+            drives = net.drive(np.load(inputs_path, mmap_mode="r"))
         super().__init__(
             topology=topology, steps=int(steps), seed=int(seed), offset=int(offset),
             noise_path=None if noise_path is None else str(noise_path),
             inputs_path=None if inputs_path is None else str(inputs_path),
             phi=np.array(net.phi, dtype=np.float64), sigma2=np.array(net.sigma2, dtype=np.float64),
             feedforward=net.feedforward_weights(), recurrent=net.recurrent_weights(),
-            drives=(net.drive(np.load(inputs_path, mmap_mode="r"))
-                    if inputs_path is not None and topology == "folded" else None),
+            drives=drives, fixed=fixed,
             bias=np.array(net.bias, dtype=np.float64), eta=float(net.eta),
             u0=np.array(net.u0, dtype=np.float64), clamp_u=float(net.clamp_u),
             clamp_du=float(net.clamp_du), name=name, log_config=log_config)

@@ -138,3 +138,60 @@ class PyPoissonLatentModelFloat(AbstractPyPoissonLatentModel):
         rate, counts = np.empty_like(self.u), np.empty_like(self.u)
         kernels.spikes(self.u, np.ascontiguousarray(xi, dtype=np.float64), rate, counts)
         return counts.astype(np.int32)
+
+
+@implements(proc=PoissonLatent, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyPoissonLatentModelFixed(AbstractPyPoissonLatentModel):
+    """Bit-accurate PoissonLatent: the integer step of ``neurons.fixed`` (Q formats there).
+
+    The parameters come from the Process's ``fixed`` mapping; ``a_in`` carries the
+    off-diagonal Dense's integer feedback, the self-term is the neuron's own (its
+    last counts times its own weight), ``drives_path`` holds the Q.12 drives.
+    """
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    u_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    u0: np.ndarray = LavaPyType(np.ndarray, float)
+    drive: np.ndarray = LavaPyType(np.ndarray, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+    eta: np.ndarray = LavaPyType(np.ndarray, float)
+    clamp_u: np.ndarray = LavaPyType(np.ndarray, float)
+    clamp_du: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        from neurons import fixed
+
+        if self.proc_params["fixed"] is None:
+            raise ValueError("the fixed_pt PoissonLatent model needs the Process's fixed= "
+                             "parameters (a quantized network)")
+        self._fixed = fixed
+        self._latent = fixed.FixedLatent.from_arrays(self.proc_params["fixed"])
+        self._keys = None
+        self._drive_int = np.zeros((1, self._k), dtype=np.int64)
+        self._z = np.zeros((1, self._k), dtype=np.int64)
+
+    def start_sample(self, n: int) -> None:
+        self.u = self._latent.u0.astype(np.int32)
+        self._keys = self._fixed.stream_keys(self._seed, [self._offset + n])
+        if self._drives is not None:
+            self._drive_int = np.asarray(self._drives[n], dtype=np.int64)[None]
+        self._z = np.zeros((1, self._k), dtype=np.int64)
+
+    def integrate(self, a_in: np.ndarray) -> None:
+        U, _ = self._latent.integrate(self.u.astype(np.int64)[None],
+                                      np.asarray(a_in, dtype=np.int64)[None],
+                                      self._drive_int, self._z)
+        self.u = U[0].astype(np.int32)
+
+    def fire(self, t: int) -> np.ndarray:
+        first = None
+        if self._noise is not None:
+            first = self._fixed.explicit_uniforms(self._noise[t, self._sample])[None]
+        z, _, _ = self._latent.fire(self.u.astype(np.int64)[None], self._keys, t, first)
+        self._z = z
+        return z[0].astype(np.int32)

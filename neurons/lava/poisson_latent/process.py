@@ -58,6 +58,9 @@ class PoissonLatent(AbstractProcess):
     seed, offset : the shared noise streams, keyed (seed, offset + sample).
     noise_path : optional ``.npy`` of uniforms ξ (T, N, K) replacing the streams.
     drives_path : optional ``.npy`` (N, K); row n replaces ``drive`` at sample n's start.
+    fixed : for the ``fixed_pt`` model, the integer parameters (a mapping with the
+        arrays of a ``hardware.quantize`` file; ``neurons.fixed.FixedLatent.from_arrays``);
+        its ``drives_path`` then holds Q.12 integers and ``a_in`` the integer feedback.
 
     Ports
     -----
@@ -68,12 +71,14 @@ class PoissonLatent(AbstractProcess):
     Vars
     ----
     u, u0, drive, bias : (K,) float64; eta, clamp_u, clamp_du : (1,) float64.
+    In the ``fixed_pt`` model ``u`` holds the integer U = u·2^12 and ``u_out``
+    sends it; the float Vars are unused there.
     """
 
     def __init__(self, *, u0, bias, eta, clamp_u: float = 8.0, clamp_du: float = 7.0,
                  drive=None, steps: int | None = None, stride: int = 1, seed: int = 0,
                  offset: int = 0, noise_path: str | None = None,
-                 drives_path: str | None = None, name: str | None = None,
+                 drives_path: str | None = None, fixed=None, name: str | None = None,
                  log_config: LogConfig | None = None):
         u0 = np.asarray(u0, dtype=np.float64).ravel()
         k = u0.size
@@ -92,6 +97,7 @@ class PoissonLatent(AbstractProcess):
                          stride=int(stride), seed=int(seed), offset=int(offset),
                          noise_path=None if noise_path is None else str(noise_path),
                          drives_path=None if drives_path is None else str(drives_path),
+                         fixed=None if fixed is None else dict(fixed),
                          name=name, log_config=log_config)
         self.a_in = InPort(shape=(k,))
         self.s_out = OutPort(shape=(k,))
