@@ -96,7 +96,7 @@ def default_timeout(steps: int, n: int, topology: str) -> float:
 
 
 def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,
-        progress=False, topology="folded", timeout=None) -> Trace:
+        progress=False, topology="folded", timeout=None, fixed=None) -> Trace:
     """Run T = ``steps`` inference steps of ``net`` on x (N, D) in Lava; see ``networks.simulate``.
 
     Parameters (beyond ``simulate``'s)
@@ -106,6 +106,8 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         units → Dense(Φᵀ), 2 Lava steps per inference step).
     timeout : wall-clock limit of the child run in seconds (default
         :func:`default_timeout`).
+    fixed : path of a quantized network file (``hardware.quantize``): run the
+        bit-accurate ``fixed_pt`` models instead (folded topology; ``hardware.lava_fixed``).
 
     Returns
     -------
@@ -129,8 +131,10 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         timeout = default_timeout(steps, n, topology)
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-    info = dict(backend="lava", topology=topology, seed=int(seed), offset=int(offset),
-                shared_noise=True)
+    if fixed is not None and topology != "folded":
+        raise ValueError("the fixed-point Lava network has the folded topology only")
+    info = dict(backend="lava" if fixed is None else "lava-fixed", topology=topology,
+                seed=int(seed), offset=int(offset), shared_noise=fixed is None)
     if n == 0:  # nothing to run: no Lava process
         return trace_from_run(net, x, np.zeros((steps, 0, k), dtype=np.int32),
                               np.zeros((steps + 1, 0, k)), record=rec,
@@ -145,7 +149,8 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         if noise is not None:
             np.save(tmp / "noise.npy", np.ascontiguousarray(noise, dtype=np.float64))
         params = dict(steps=steps, n=n, topology=topology, seed=int(seed), offset=int(offset),
-                      noise=noise is not None, rate_metrics=bool(rate_metrics))
+                      noise=noise is not None, rate_metrics=bool(rate_metrics),
+                      fixed=None if fixed is None else str(fixed))
         (tmp / "params.json").write_text(json.dumps(params))
         out = _run_child(tmp, params, float(timeout), progress)
     info.update(compile_s=float(out.pop("compile_s")), run_s=float(out.pop("run_s")),

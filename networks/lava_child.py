@@ -86,14 +86,23 @@ def main(directory: str) -> int:
     x = np.load(tmp / "x.npy")
     recorder = TraceRecorder(net, x, steps, np.load(tmp / "record.npy"),
                              rate_metrics=params.get("rate_metrics", False))
+    fixed = params.get("fixed")  # a quantized network file: the fixed_pt models
+    if fixed is not None:
+        from neurons.fixed import U_FRAC
+
+        with np.load(fixed, allow_pickle=False) as f:
+            fixed = {key: f[key] for key in f.files}
+    u_scale = 1.0 if fixed is None else 2.0 ** -U_FRAC  # fixed_pt sends U = u·2^12
     ipvae = IPVAENet(net, steps=steps, topology=topology, seed=params["seed"],
                      offset=params["offset"], inputs_path=str(tmp / "x.npy"),
-                     noise_path=str(tmp / "noise.npy") if params["noise"] else None)
+                     noise_path=str(tmp / "noise.npy") if params["noise"] else None,
+                     fixed=fixed)
     spike_out = Extractor(shape=(k,), buffer_size=BUFFER)
     u_out = Extractor(shape=(k,), buffer_size=BUFFER)
     ipvae.s_out.connect(spike_out.in_port)
     ipvae.u_out.connect(u_out.in_port)
-    cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
+    cfg = Loihi2SimCfg(select_tag="floating_pt" if fixed is None else "fixed_pt",
+                       select_sub_proc_model=True,
                        exception_proc_model_map={Extractor: PyLoihiExtractorModel})
     period, stride = ipvae.period, ipvae.stride
     phi_t = np.ascontiguousarray(net.phi.T)
@@ -108,7 +117,7 @@ def main(directory: str) -> int:
             rows = slice(i, i + 1)
             for j in range(period):
                 z = spike_out.receive()
-                u = u_out.receive()
+                u = u_out.receive() * u_scale
                 # z_t and u_t arrive at local step j = stride·t; u_T at j = stride·T.
                 t, rest = divmod(j, stride)
                 if rest:
