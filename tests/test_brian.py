@@ -1,5 +1,6 @@
-"""The Brian2 backend: exact agreement with the reference under shared noise, its
-SpikeMonitor rasters, independent-noise statistics, errors and the compiled-code cache.
+"""The Brian2 backend's own behaviour: its SpikeMonitor rasters, independent-noise
+statistics, its errors, the compiled-code cache and the schedule within a step (agreement
+with the reference is in the contract suite, tests/test_backend_contract.py).
 
 Compiled cython code is cached outside the repository and reused between tests
 (a cold cache compiles 13 modules once, 1–2 minutes on a busy 2-core machine;
@@ -17,7 +18,6 @@ from conftest import require
 from networks import planted_network, simulate
 
 STEPS = 64
-TARGETS = ["numpy", "cython"]
 
 
 @pytest.fixture(scope="module")
@@ -27,60 +27,9 @@ def planted_problem():
     return net, x[:2], simulate(net, x[:2], STEPS, seed=3, offset=5)
 
 
-@pytest.fixture(scope="module")
-def second_shape():
-    """A second shape, D=50, K=37, 5 inputs: 5 × 64 × 37 = 11,840 counts per run."""
-    net, x, _ = planted_network(50, 37, 4, seed=1, n_inputs=5)
-    return net, x, simulate(net, x, STEPS, seed=11)
-
-
 def _agreement(a, b):
     assert a.spikes.shape == b.spikes.shape
     return float(np.mean(a.spikes == b.spikes))
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_shared_noise_counts_equal_reference_planted(planted_problem, target):
-    require("brian2")
-    net, x, ref = planted_problem
-    tr = simulate(net, x, STEPS, backend="brian2", seed=3, offset=5, target=target)
-    assert ref.spikes.size >= 10_000 and ref.spikes.sum() > 1000  # a busy raster, not zeros
-    assert _agreement(tr, ref) >= 0.9999
-    assert tr.info["target"] == target and tr.info["shared_noise"]
-    # the potentials follow the reference to rounding (float64, different summation order)
-    np.testing.assert_allclose(tr.u, ref.u, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(tr.step_mse, ref.step_mse, rtol=1e-9)
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_shared_noise_counts_equal_reference_second_shape(second_shape, target):
-    require("brian2")
-    net, x, ref = second_shape
-    tr = simulate(net, x, STEPS, backend="brian2", seed=11, target=target)
-    assert ref.spikes.size >= 10_000 and ref.spikes.sum() > 500
-    assert _agreement(tr, ref) >= 0.9999
-    np.testing.assert_allclose(tr.u, ref.u, rtol=0, atol=1e-9)
-
-
-def test_explicit_noise_array_and_record(second_shape):
-    require("brian2")
-    net, x, _ = second_shape
-    xi = np.random.default_rng(7).random((STEPS, 2, net.n_latents))
-    ref = simulate(net, x[:2], STEPS, noise=xi, record=[0, 10, 63])
-    tr = simulate(net, x[:2], STEPS, backend="brian2", noise=xi, record=[0, 10, 63],
-                  target="numpy")
-    np.testing.assert_array_equal(tr.steps, [0, 10, 63])
-    np.testing.assert_array_equal(tr.spikes, ref.spikes)
-    np.testing.assert_allclose(tr.step_mse, ref.step_mse, rtol=1e-9)
-
-
-def test_samples_independent_of_batching(second_shape):
-    """Sample n's raster depends on (seed, offset + n) only, as in every backend."""
-    require("brian2")
-    net, x, _ = second_shape
-    whole = simulate(net, x[:3], 20, backend="brian2", seed=2, target="numpy")
-    last = simulate(net, x[2:3], 20, backend="brian2", seed=2, offset=2, target="numpy")
-    np.testing.assert_array_equal(whole.spikes[:, 2], last.spikes[:, 0])
 
 
 def test_spike_monitor_sees_count_events(planted_problem):
@@ -135,8 +84,6 @@ def test_errors(planted_problem, monkeypatch):
     net, x, _ = planted_problem
     with pytest.raises(ValueError, match="code-generation target"):
         simulate(net, x, 4, backend="brian2", target="fortran")
-    with pytest.raises(ValueError, match="expects"):
-        simulate(net, np.zeros((2, 63)), 4, backend="brian2", target="numpy")
     with pytest.raises(ValueError, match="independent_noise"):
         simulate(net, x, 4, backend="brian2", target="numpy", independent_noise=True,
                  noise=np.full((4, 2, 128), 0.5))
@@ -203,18 +150,16 @@ def test_cpp_standalone_needs_compiler(planted_problem, monkeypatch):
         simulate(net, x, 4, backend="brian2", target="cpp_standalone")
 
 
-def test_cpp_standalone_counts_equal_reference(tmp_path):
-    """Compiles a whole C++ project (30-90 s): the suite's slowest test, kept in CI."""
+def test_cpp_standalone_builds_in_a_temporary_folder_it_removes(planted_problem):
+    """Compiles a small C++ project; its agreement with the reference is in the contract suite."""
     require("brian2")
-    net, x, _ = planted_network(50, 37, 4, seed=1, n_inputs=5)
-    ref = simulate(net, x, STEPS, seed=11)
+    net, x, ref = planted_problem
     before = set(Path(tempfile.gettempdir()).glob("ipvae-brian2-standalone-*"))
-    tr = simulate(net, x, STEPS, backend="brian2", seed=11, target="cpp_standalone")
-    assert _agreement(tr, ref) >= 0.9999
-    np.testing.assert_allclose(tr.u, ref.u, rtol=0, atol=1e-9)
-    # the build directory is temporary and removed; runtime targets still work afterwards
+    tr = simulate(net, x[:1], 8, backend="brian2", seed=3, offset=5, target="cpp_standalone")
+    np.testing.assert_array_equal(tr.spikes, ref.spikes[:8, :1])
     assert set(Path(tempfile.gettempdir()).glob("ipvae-brian2-standalone-*")) == before
-    again = simulate(net, x[:1], 8, backend="brian2", seed=11, target="numpy")
+    # runtime targets still work afterwards (the device is reset)
+    again = simulate(net, x[:1], 8, backend="brian2", seed=3, offset=5, target="numpy")
     np.testing.assert_array_equal(again.spikes, ref.spikes[:8, :1])
 
 
