@@ -323,10 +323,13 @@ def load_quantized(path) -> QuantizedNetwork:
     if not path.is_file():
         raise FileNotFoundError(f"quantized network file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {key: f[key] for key in f.files}
+        f = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"{path}: not a quantized network file ({err})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not a quantized network file (not an .npz archive)")
+    with f:
+        data = {key: f[key] for key in f.files}
     missing = [key for key in (*_INT_KEYS, *_SCALAR_KEYS, "quant_format_version", "report")
                if key not in data]
     if missing:

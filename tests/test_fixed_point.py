@@ -1,0 +1,232 @@
+"""The fixed-point (Loihi) path: integer generator, tables, quantization, the integer
+emulator (backend "fixed"), its quality against the float model, and bit-for-bit
+agreement with Lava's fixed_pt models (backend "lava-fixed", needs lava-nc)."""
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require
+from scipy import stats
+
+from hardware.quantize import (build_luts, load_quantized, quantize, quantize_matrix,
+                               save_quantized)
+from networks import IPVAENetwork, load_network, planted_network, simulate
+from neurons import fixed
+
+TRAINED = Path(__file__).parent / "data" / "trained_digits_k64.npz"
+
+
+@pytest.fixture(scope="module")
+def planted32():
+    return planted_network(64, 128, 5, seed=0, n_inputs=32)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small network trained on scikit-learn's 8×8 digits (K = 64) and 32 held-out digits."""
+    net = load_network(TRAINED)
+    from train.data import load_dataset
+
+    x = load_dataset("digits", "test").x[:32]
+    return net, np.asarray(x, dtype=np.float64).reshape(32, -1)
+
+
+# --- the integer generator ---------------------------------------------------
+
+def _draws(seed, index, n=1 << 16):
+    keys = fixed.stream_keys(seed, [index])
+    return fixed.uniforms(keys[:, None], np.arange(n)[None, :])[0]
+
+
+def test_integer_uniforms_are_uniform_and_keyed():
+    v = _draws(0, 0)
+    assert v.min() >= 0 and v.max() < 2 ** 32
+    xi = v / 2.0 ** 32
+    counts = np.bincount((xi * 64).astype(int), minlength=64)
+    chi2 = ((counts - len(xi) / 64) ** 2 / (len(xi) / 64)).sum()
+    assert chi2 < stats.chi2.ppf(0.999, 63), chi2
+    assert stats.kstest(xi, "uniform").pvalue > 1e-3
+    # Successive uniforms are uncorrelated (a weak generator would show here).
+    assert abs(np.corrcoef(xi[:-1], xi[1:])[0, 1]) < 0.02
+    # Deterministic, and different for another seed or another input index.
+    np.testing.assert_array_equal(v, _draws(0, 0))
+    for other in (_draws(1, 0), _draws(0, 1)):
+        assert np.mean(other == v) < 1e-3
+        assert abs(np.corrcoef(other / 2.0 ** 32, xi)[0, 1]) < 0.02
+
+
+def test_integer_counts_are_poisson():
+    """The integer inverse CDF (with the rate split above 16) gives Poisson counts."""
+    luts = build_luts()
+    for r in (0.05, 1.0, 7.0, 40.0, 300.0):
+        U = np.full((1, 20000), int(round(math.log(r) * 4096)))
+        z, R = fixed.counts(U, fixed.stream_keys(3, [0]), 0, luts["exp_lut"],
+                            luts["negexp_lut"])
+        rate = R[0, 0] / 2.0 ** fixed.R_FRAC
+        assert abs(rate / r - 1) < 1e-3
+        mean, var = z.mean(), z.var()
+        se = math.sqrt(rate / z.size)
+        assert abs(mean - rate) < 5 * se, (r, mean)
+        assert abs(var / rate - 1) < 0.08, (r, var)
+
+
+def test_tables_are_exact_and_cpu_independent():
+    """The tables are built with decimal arithmetic: a fixed content (hash), each entry the
+    correctly rounded value (checked against libm with a margin)."""
+    luts = build_luts()
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(luts[k], dtype="<i8").tobytes()
+                                     for k in ("exp_lut", "negexp_lut", "softplus_lut")))
+    assert digest.hexdigest() == \
+        "a45d259ba18836f43bc3b632448a4436b45f47c578ef047c5d585ee1c39ca25b"
+    step = 2.0 ** -fixed.LUT_STEP_BITS
+    args = fixed.EXP_LO + step * np.arange(len(luts["exp_lut"]))
+    exact = np.exp(args) * 2.0 ** fixed.R_FRAC
+    assert np.all(np.abs(luts["exp_lut"] - exact) <= 0.5 + 1e-6 * exact)
+    s = fixed.SOFTPLUS_LO + step * np.arange(len(luts["softplus_lut"]))
+    assert np.all(np.abs(luts["softplus_lut"] - np.logaddexp(0, s) * 4096) <= 0.5 + 1e-9)
+    assert np.all(np.diff(luts["exp_lut"]) > 0) and np.all(np.diff(luts["negexp_lut"]) < 0)
+
+
+# --- quantization --------------------------------------------------------------
+
+def test_quantization_errors_are_clear(planted32):
+    net, _, _ = planted32
+    with pytest.raises(ValueError, match="all weights are zero"):
+        quantize(IPVAENetwork(phi=np.zeros((4, 3)), log_sigma=np.zeros(4),
+                              log_bias=np.zeros(3), log_eta=0.0, u0=np.zeros(3)))
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_matrix(np.array([[1.0, np.nan]]), 8, 12, "w")
+    big = IPVAENetwork(phi=net.phi * 1e4, log_sigma=net.log_sigma, log_bias=net.log_bias,
+                       log_eta=net.log_eta, u0=net.u0)
+    with pytest.raises(ValueError, match="exponent of .* outside the available"):
+        quantize(big)
+    tiny = IPVAENetwork(phi=net.phi * 1e-4, log_sigma=net.log_sigma, log_bias=net.log_bias,
+                        log_eta=net.log_eta, u0=net.u0)
+    with pytest.raises(ValueError, match="outside the available -8..7"):
+        quantize(tiny)
+    with pytest.raises(ValueError, match="weight_bits must be an integer in 2..8"):
+        quantize(net, weight_bits=9)
+
+
+def test_quantized_weights_are_lavas_format_and_within_half_a_step(planted32):
+    net, _, _ = planted32
+    for bits in (8, 4):
+        q = quantize(net, weight_bits=bits)
+        for w, e in ((q.w_rec, q.rec_exp), (q.w_ff, q.ff_exp)):
+            assert w.min() >= -256 and w.max() <= 254
+            assert np.all(w % (1 << (9 - bits)) == 0)
+        # Dequantized off-diagonal weights lie within half a mantissa step of the truth.
+        gram = -(net.phi.T / net.sigma2) @ net.phi
+        np.fill_diagonal(gram, 0)
+        unit = 2.0 ** (q.rec_exp - fixed.A_FRAC + 9 - bits)
+        deq = q.w_rec * 2.0 ** (q.rec_exp - fixed.A_FRAC)
+        assert np.abs(deq - gram).max() <= 0.5 * unit * (1 + 1e-9)
+        assert q.report["recurrent"]["bits_used"] == bits
+    lava = require("lava.utils.weightutils")
+    q = quantize(net)
+    for w in (q.w_rec, q.w_ff):
+        mode = lava.SignMode.MIXED
+        again = lava.truncate_weights(lava.clip_weights(w, mode, 8), mode, q.weight_bits)
+        np.testing.assert_array_equal(again, w)
+
+
+def test_quantized_file_round_trip(planted32, tmp_path):
+    net, _, _ = planted32
+    q = quantize(net, weight_bits=6)
+    path = save_quantized(q, tmp_path / "q.npz")
+    back = load_quantized(path)
+    for key in ("w_rec", "w_ff", "self_weights", "bias", "u0", "exp_lut"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(q, key))
+    assert (back.rec_exp, back.weight_bits, back.eta) == (q.rec_exp, 6, q.eta)
+    np.testing.assert_array_equal(back.float_net.phi, net.phi)
+    assert back.report["recurrent"]["bits"] == 6
+    np.save(tmp_path / "other.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not a quantized network file"):
+        load_quantized(tmp_path / "other.npy")
+    from networks import save_network
+
+    save_network(net, tmp_path / "net.npz")
+    with pytest.raises(ValueError, match="missing"):
+        load_quantized(tmp_path / "net.npz")
+
+
+# --- the emulator ---------------------------------------------------------------
+
+def test_emulator_batch_equals_lone_runs_and_is_integer(planted32):
+    net, x, _ = planted32
+    batch = simulate(net, x[:4], 12, backend="fixed", seed=2)
+    assert batch.info["backend"] == "fixed"
+    assert np.all(batch.u * 4096 == np.round(batch.u * 4096))  # u = U·2^-12 exactly
+    assert 0.01 < (batch.spikes > 0).mean() < 0.99
+    for i in (1, 3):
+        lone = simulate(net, x[i:i + 1], 12, backend="fixed", seed=2, offset=i)
+        np.testing.assert_array_equal(lone.spikes[:, 0], batch.spikes[:, i])
+        np.testing.assert_array_equal(lone.u[:, 0], batch.u[:, i])
+    other = simulate(net, x[:4], 12, backend="fixed", seed=3)
+    assert not np.array_equal(other.spikes, batch.spikes)
+    threaded = simulate(net, x[:4], 12, backend="fixed", seed=2, threads=2)
+    np.testing.assert_array_equal(threaded.spikes, batch.spikes)
+
+
+def test_emulator_explicit_noise(planted32):
+    net, x, _ = planted32
+    noise = np.random.default_rng(5).random((10, 3, net.n_latents))
+    a = simulate(net, x[:3], 10, backend="fixed", noise=noise, seed=1)
+    b = simulate(net, x[:3], 10, backend="fixed", noise=noise, seed=1)
+    np.testing.assert_array_equal(a.spikes, b.spikes)
+    assert not np.array_equal(a.spikes, simulate(net, x[:3], 10, backend="fixed",
+                                                 seed=1).spikes)
+
+
+def _quality(net, x, bits, steps=64):
+    """(MSE ratio fixed/float, active-latent ratio) over steps 32–64, and the float control."""
+    ref = simulate(net, x, steps, seed=1)
+    ctrl = simulate(net, x, steps, seed=2)
+    fx = simulate(net, x, steps, backend="fixed", seed=1, weight_bits=bits)
+    mse = lambda tr: tr.mse()[32:].mean()  # noqa: E731
+    act = lambda tr: (tr.spikes[32:] > 0).mean()  # noqa: E731
+    return mse(fx) / mse(ref), act(fx) / act(ref), mse(ctrl) / mse(ref), act(ctrl) / act(ref)
+
+
+@pytest.mark.parametrize("which", ["planted", "trained"])
+def test_fixed_point_quality_at_8_bits(which, planted32, trained, capsys):
+    """8 weight bits: MSE ≤ 1.05× the float model's, active latents within 10%
+    (32 held-out inputs, steps 32–64); the float-vs-float control shows the noise floor."""
+    net, x = (planted32[0], planted32[1]) if which == "planted" else trained
+    mse_ratio, act_ratio, ctrl_mse, ctrl_act = _quality(net, x, 8)
+    with capsys.disabled():
+        print(f"\n{which}: 8 bits MSE ×{mse_ratio:.3f} active ×{act_ratio:.3f}; "
+              f"float control MSE ×{ctrl_mse:.3f} active ×{ctrl_act:.3f}")
+    assert mse_ratio <= 1.05
+    assert abs(act_ratio - 1) <= 0.10
+
+
+# --- Lava fixed_pt == the emulator, bit for bit ---------------------------------
+
+def _assert_bit_exact(lava, emu):
+    assert lava.info["backend"] == "lava-fixed"
+    assert 0.01 < (emu.spikes > 0).mean() < 0.99 and emu.spikes.max() > 1
+    np.testing.assert_array_equal(lava.spikes, emu.spikes)
+    np.testing.assert_array_equal(lava.u, emu.u)   # u = U·2^-12: every integer potential
+
+
+@pytest.mark.parametrize("which", ["planted", "trained"])
+def test_lava_fixed_pt_equals_emulator_bit_for_bit(which, planted32, trained):
+    """Every count and every integer potential, every step, 4 inputs back to back."""
+    require("lava")
+    net, x = (planted32[0], planted32[1][:4]) if which == "planted" else (trained[0],
+                                                                          trained[1][:4])
+    emu = simulate(net, x, 20, backend="fixed", seed=7, weight_bits=6)
+    lava = simulate(net, x, 20, backend="lava-fixed", seed=7, weight_bits=6)
+    _assert_bit_exact(lava, emu)
+
+
+def test_lava_fixed_pt_explicit_noise_and_offset(planted32):
+    require("lava")
+    net, x, _ = planted32
+    noise = np.random.default_rng(2).random((12, 2, net.n_latents))
+    emu = simulate(net, x[:2], 12, backend="fixed", noise=noise, offset=5)
+    _assert_bit_exact(simulate(net, x[:2], 12, backend="lava-fixed", noise=noise, offset=5),
+                      emu)
