@@ -21,7 +21,11 @@ seeded per chunk of inputs from (seed, offset + first input of the chunk).
 
 Recording: a ``SpikeMonitor`` with ``variables="z"`` records every active
 neuron's count (one event per active neuron-step); a ``StateMonitor`` reads u
-at the end of every step, after the integration (u_{t+1}); u_0 = u₀.
+at the end of every step, after the integration (u_{t+1}); u_0 = u₀.  The
+runtime targets run in blocks of at most ``BLOCK_VALUES`` potentials; after
+each block the monitors' records go into a ``TraceRecorder`` (which keeps the
+recorded steps and the per-step metrics only) and the monitors are emptied,
+so memory follows ``record=``, not T.
 
 Code generation: ``target="numpy" | "cython" | "cpp_standalone"``.  Cython
 (default) falls back to numpy with a warning when no C compiler works.  The
@@ -44,7 +48,7 @@ import numpy as np
 from networks.progress import progress_bar
 
 from networks.noise import sample_stream
-from networks.trace import trace_from_run
+from networks.trace import TraceRecorder, record_steps, trace_from_run
 
 TARGETS = ("numpy", "cython", "cpp_standalone")
 """Brian2 code-generation targets this backend accepts."""
@@ -128,6 +132,10 @@ def _sample_seed(seed, index) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
 
 
+BLOCK_VALUES = 1 << 20
+"""Runtime targets read the monitors and empty them every max(1, BLOCK_VALUES // K) steps
+(8 MB of recorded potentials)."""
+
 CHUNK_VALUES = 1 << 22
 """Runtime targets run inputs in chunks whose noise table holds at most this many uniforms
 (32 MB): one Brian2 ``run`` per chunk (``Network.run`` costs a garbage collection)."""
@@ -207,27 +215,34 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         raise ValueError("independent_noise=True draws Brian2's own random numbers; "
                          "do not also pass noise=")
     n, k = x.shape[0], net.n_latents
+    record = record_steps(record, steps)
     drive = net.drive(x)  # (N, K) feed-forward Φᵀx/σ²
     info = dict(backend="brian2", target=target, seed=seed, offset=offset,
                 shared_noise=not independent_noise, feedback="event-driven synapses")
-    spikes = np.zeros((steps, n, k), dtype=np.int32)
-    u = np.zeros((steps + 1, n, k))
-    if steps == 0:
+    if steps == 0 or n == 0:
+        u = np.zeros((steps + 1, n, k))
         u[0] = net.u0
-        return trace_from_run(net, x, spikes, u, record, rate_metrics, info)
+        return trace_from_run(net, x, np.zeros((steps, n, k), dtype=np.int32), u, record,
+                              rate_metrics, info)
     t0 = time.perf_counter()
     previous = b2.prefs.codegen.target
     try:
         if target == "cpp_standalone":
+            spikes, u = np.zeros((steps, n, k), dtype=np.int32), np.zeros((steps + 1, n, k))
             timing = _run_standalone(b2, net, drive, steps, seed, offset, noise,
                                      independent_noise, dt_ms, spikes, u, progress)
+            recorder = None
         else:
+            recorder = TraceRecorder(net, x, steps, record, rate_metrics, info)
             timing = _run_runtime(b2, target, net, drive, steps, seed, offset, noise,
-                                  independent_noise, dt_ms, spikes, u, progress)
+                                  independent_noise, dt_ms, recorder, progress)
     finally:
         b2.prefs.codegen.target = previous  # leave the user's Brian2 preferences as found
     info.update(timing, total_seconds=time.perf_counter() - t0)
-    return trace_from_run(net, x, spikes, u, record, rate_metrics, info)
+    if recorder is None:
+        return trace_from_run(net, x, spikes, u, record, rate_metrics, info)
+    recorder.info.update(info)
+    return recorder.finish()
 
 
 def _collect(objs, n, steps, k, spikes, u, u0):
@@ -244,8 +259,42 @@ def _collect(objs, n, steps, k, spikes, u, u0):
     u[1:] = uu.T.reshape(n, steps, k).transpose(1, 0, 2)
 
 
+def _harvest(objs, recorder, first, done, b, steps, u_prev):
+    """Feed the monitors' records of chunk steps [done, done + b) to ``recorder``, empty them.
+
+    Chunk step s is input ``first + s // steps`` at inference step ``s % steps``.
+    ``u_prev`` (n_chunk, K) holds each input's u at its next step (u_t before
+    step t), updated in place.
+    """
+    z_mon, u_mon = objs["z_monitor"], objs["u_monitor"]
+    k = u_prev.shape[1]
+    z = np.zeros((b, k), dtype=np.int32)
+    if len(z_mon.i[:]):
+        local = (np.rint(np.asarray(z_mon.t[:] / objs["dt"])).astype(np.int64)
+                 - objs["t0_step"] - done)
+        z[local, np.asarray(z_mon.i[:])] = np.rint(np.asarray(z_mon.z[:]))
+    after = np.asarray(u_mon.u[:]).T  # (b, K): u at the end of each step, u_{t+1}
+    if after.shape != (b, k):
+        raise RuntimeError(f"Brian2 StateMonitor recorded {after.shape[0]} steps, expected {b}")
+    s = done
+    while s < done + b:  # one segment per input within the block
+        j, t = divmod(s, steps)
+        e = min(done + b, (j + 1) * steps)
+        seg = slice(s - done, e - done)
+        u = np.concatenate([u_prev[j][None], after[seg][:-1]])  # u_t of steps t … t + len − 1
+        rows = slice(first + j, first + j + 1)
+        recorder.add_block(t, u[:, None], z[seg][:, None], rows=rows)
+        u_prev[j] = after[seg][-1]
+        if e == (j + 1) * steps:
+            recorder.u[-1, first + j] = u_prev[j]
+        s = e
+    z_mon.resize(0)
+    z_mon.variables["N"].set_value(0)
+    u_mon.resize(0)
+
+
 def _run_runtime(b2, target, net, drive, steps, seed, offset, noise, independent, dt_ms,
-                 spikes, u, progress):
+                 recorder, progress):
     _configure(b2, target)
     n, k = drive.shape
     chunk = max(1, min(n, CHUNK_VALUES // (steps * k)))
@@ -267,18 +316,23 @@ def _run_runtime(b2, target, net, drive, steps, seed, offset, noise, independent
                     objs["noise_table"][j * steps:(j + 1) * steps] = _sample_noise(
                         seed, offset, noise, first + j, steps, k)
             latents.t_start = network.t
-            t0 = time.perf_counter()
-            with _gc_frozen():
-                network.run(m * steps * dt, namespace={})
-            # Network.run first regenerates its code objects (compiled modules come
-            # from the cache): ~50 ms a call, counted as build; the step loop is the run.
-            loop = float(getattr(b2.get_device(), "_last_run_time", np.nan))
-            wall = time.perf_counter() - t0
-            loop = wall if not np.isfinite(loop) else min(loop, wall)
-            run_seconds += loop
-            build_seconds += wall - loop
-            bar.update(m * steps)
-    _collect(objs, n, steps, k, spikes, u, net.u0)
+            objs["t0_step"] = int(round(float(network.t / dt)))
+            u_prev = np.tile(net.u0, (m, 1))
+            block = max(1, BLOCK_VALUES // k)
+            for done in range(0, m * steps, block):
+                b = min(block, m * steps - done)
+                t0 = time.perf_counter()
+                with _gc_frozen():
+                    network.run(b * dt, namespace={})
+                # Network.run first regenerates its code objects (compiled modules come
+                # from the cache): ~50 ms a call, counted as build; the step loop is the run.
+                loop = float(getattr(b2.get_device(), "_last_run_time", np.nan))
+                wall = time.perf_counter() - t0
+                loop = wall if not np.isfinite(loop) else min(loop, wall)
+                run_seconds += loop
+                build_seconds += wall - loop
+                _harvest(objs, recorder, first, done, b, steps, u_prev)
+                bar.update(b)
     return dict(build_seconds=build_seconds, run_seconds=run_seconds)
 
 
