@@ -18,6 +18,7 @@ COMMANDS = [
     "ipvae.commands.compare",
     "ipvae.commands.train",
     "ipvae.commands.evaluate",
+    "ipvae.commands.deploy",
 ]
 
 
