@@ -38,8 +38,8 @@ def load_inputs(args, net):
             raise UserError("--rotate and --data-dir apply to data sets, not to planted inputs")
         from networks import planted_inputs
 
-        x, _ = planted_inputs(net, args.offset + args.n, args.active, args.data_seed)
-        return x[args.offset:], args.offset
+        x, _ = planted_inputs(net, args.n, args.active, args.data_seed, offset=args.offset)
+        return x, args.offset
     from train.data import load_dataset
 
     try:

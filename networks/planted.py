@@ -17,13 +17,24 @@ def planted_codes(n: int, k: int, n_active: int, rng, low=50.0, high=150.0) -> n
     return codes
 
 
-def planted_inputs(net: IPVAENetwork, n: int, n_active: int, seed: int = 0):
+def planted_inputs(net: IPVAENetwork, n: int, n_active: int, seed: int = 0, offset: int = 0):
     """Inputs x = Φc generated from random sparse codes under ``net``'s dictionary.
+
+    Input i of the planted set (i = offset … offset + n − 1) draws its code from
+    its own generator keyed (seed, 1, i), so it is the same whichever range it
+    is made in, and making it costs memory and time in proportion to n, not
+    to the offset.
 
     Returns (x (n, D), codes (n, K)).
     """
-    rng = np.random.default_rng([seed, 1])
-    codes = planted_codes(n, net.n_latents, n_active, rng)
+    if n < 0 or offset < 0:
+        raise ValueError(f"n and offset must be >= 0, got {n}, {offset}")
+    k = net.n_latents
+    if not 0 < n_active <= k:
+        raise ValueError(f"n_active must lie in 1..{k}, got {n_active}")
+    codes = np.zeros((n, k))
+    for row, i in zip(codes, range(offset, offset + n)):
+        row[:] = planted_codes(1, k, n_active, np.random.default_rng([seed, 1, i]))[0]
     return codes @ net.phi.T, codes
 
 
