@@ -4,7 +4,7 @@ Each configuration runs in a fresh process (so its peak RSS is its own):
 warm-up iterations, then timed full training iterations (keyed noise, forward
 through 16 unrolled steps, BPTT, Adamax step) on embedded-MNIST digits, exactly
 as ``train.trainer`` calls the model.
-Widths: the authors' initial 10 and the width DESIGN §1's rule asks for at the
+Widths: the authors' initial 10 and the width design §1.5's rule asks for at the
 largest rate training reached (``epoch_max_u`` in a run's checkpoint, e.g.
 ``runs/quality``; set IPVAE_BENCH_RUN to choose the run).  Parameters come from
 that run's network file when it exists (realistic activity), else the initial
@@ -27,7 +27,8 @@ import neurons, torch
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 from train.data import load_dataset
-from train.model import IPVAEModel, training_noise
+from train.model import IPVAEModel
+from train.noise import training_noise
 ds = load_dataset("mnist", "train")
 x = torch.as_tensor(ds.x[:100])
 if cfg["net"]:
@@ -39,10 +40,12 @@ model.set_schedule(cfg["temperature"])
 opt = torch.optim.Adamax(model.parameters(), lr=1e-5)
 if cfg["dense"]:  # the authors' way: all W arrival times for every neuron, global RNG
     import neurons.snntorch as ns
-    def dense(rate, temperature, e, g=None, tail=True):
-        s = torch.cumsum(e, -1) / rate.unsqueeze(-1)
-        return torch.sigmoid((1.0 - s) / temperature).sum(-1)
-    ns.relaxed_poisson = dense
+    class Dense:  # stands in for neurons.relaxed.RelaxedPoisson in PoissonLatent.fire
+        @staticmethod
+        def apply(rate, temperature, source, tail=True):
+            s = torch.cumsum(source.e.reshape(*rate.shape, -1), -1) / rate.unsqueeze(-1)
+            return torch.sigmoid((1.0 - s) / temperature).sum(-1)
+    ns.RelaxedPoisson = Dense
 def step(i):
     if cfg["dense"]:
         noise = (torch.empty(17, 100, 512, cfg["width"]).exponential_(), torch.zeros(17, 100, 512))
@@ -82,7 +85,7 @@ def _needed_width(run: Path):
 
     import torch
 
-    from neurons.snntorch import width_needed
+    from neurons.relaxed import width_needed
 
     ckpt = run / "checkpoint.pt"
     if not ckpt.is_file():
@@ -112,7 +115,7 @@ def bench() -> str:
                             f"{r['img_s'] / AUTHORS_IMG_S:.1f}x | {r['peak_mb']:.0f} | "
                             f"{r['peak_mb'] - r['base_mb']:.0f} |")
     src = (f"parameters of `{net}`" if net else "initial parameters (no trained run found)")
-    note = (f"width needed = DESIGN §1 rule at the largest training rate e^{max_u:.2f} "
+    note = (f"width needed = design §1.5 rule at the largest training rate e^{max_u:.2f} "
             f"(from {run}/checkpoint.pt)" if needed else
             "no trained run found: second width is 64 (the prototype's cap)")
     return "\n".join([

@@ -15,7 +15,8 @@ from networks import simulate
 from networks.noise import shared_uniforms
 from networks.planted import planted_network
 from train.data import Dataset
-from train.model import IPVAEModel, training_noise
+from train.model import IPVAEModel
+from train.noise import training_noise
 from train.trainer import TrainConfig, lr_factor, schedule, train
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Data sets for training and evaluation (DESIGN.md §5), one call: :func:`load_dataset`.
+"""Data sets for training and evaluation (design §5), one call: :func:`load_dataset`.
 
 Every data set is returned as a :class:`Dataset`: ``x`` (N, D) float32 rows
 (flattened images or patches, preprocessed), ``y`` (N,) int64 labels or None,

@@ -1,4 +1,4 @@
-"""Evaluation of an exported network as deployed (DESIGN.md §7).
+"""Evaluation of an exported network as deployed (design §7).
 
 :func:`evaluate` runs the network file's :class:`~networks.IPVAENetwork` through
 ``networks.simulate(..., backend="reference")`` with true Poisson counts, in

@@ -1,4 +1,4 @@
-"""The trainable iP-VAE (DESIGN.md §1): decoder, latent neurons, unrolled inference.
+"""The trainable iP-VAE (design §1): decoder, latent neurons, unrolled inference.
 
 ``IPVAEModel`` holds Φ (or a nonlinear decoder), log σ, and a
 :class:`neurons.snntorch.PoissonLatent` layer that owns log b, log η and u₀.
@@ -16,16 +16,19 @@ and returns the loss averaged over steps and inputs, the per-step losses and
 the trajectory.  z_t for t < T are exactly the spikes the reference simulator
 emits at step t (same recurrence, same order).
 
-Speed (``fused=True``, the default): each step's membrane update, spikes and KL
-are one autograd node with hand-written derivatives (``PoissonLatent.step``), and
-the linear model runs the whole unroll as one node (``_LinearUnroll``) in the
-folded form fb_t = Φᵀx/σ² − (ΦᵀΦ/σ²) z_t with a hand-written BPTT: one (N,K)×(K,K)
-product per step each way instead of two (N,D)×(D,K).  ``fused=False`` is the
-plain autograd composition; a test checks both give the same loss and gradients.
+Speed (``fused=True``, the default): the linear model runs the whole unroll as one
+autograd node (``_LinearUnroll``) in the folded form fb_t = Φᵀx/σ² − (ΦᵀΦ/σ²) z_t with
+a hand-written BPTT (one (N,K)×(K,K) product per step each way instead of two
+(N,D)×(D,K)); nonlinear decoders chain ``PoissonLatent.step`` (one node per step).
+Both run the one torch step of ``neurons.torch_step`` (the neuron's ``integrate``
+and ``fire`` run it too).  ``fused=False`` composes the neuron's ``forward``, the
+decoder and ``poisson_kl`` under autograd; a test checks both give the same loss
+and gradients.
 """
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -33,9 +36,9 @@ from torch import nn
 
 from networks.network import LOG_SIGMA_LIMIT, IPVAENetwork
 from neurons.poisson import poisson_kl
-from neurons.snntorch import (DEFAULT_WIDTH, KeyedNoiseSteps, PoissonLatent, _relaxed_forward,
-                              _single_thread,
-                              latent_step_backward, latent_step_forward, poisson_counts)
+from neurons.relaxed import DEFAULT_WIDTH
+from neurons.snntorch import PoissonLatent
+from neurons.torch_step import spikes, step_backward, step_forward
 from train.config import DECODERS, KL_FORMS
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -219,7 +222,7 @@ class IPVAEModel(nn.Module):
                 ev = event(t)
                 if lat.temperature <= 0:
                     return torch.rand(shape.shape, dtype=torch.float64) if ev is None else ev
-                return lat._relaxed_source(shape, ev)
+                return lat.noise_source(shape, ev)[0]
 
             cfg = dict(steps=steps, event=source, beta=float(beta), temperature=lat.temperature,
                        tail=lat.tail and not (isinstance(noise, tuple) and noise[1] is None),
@@ -240,7 +243,7 @@ class IPVAEModel(nn.Module):
 
         u = lat.u0.expand(n, self.n_latents)
         rate = torch.exp(u.detach())
-        with torch.enable_grad() if nonlinear else _null():
+        with torch.enable_grad() if nonlinear else nullcontext():
             z = grad_ready(lat.fire(u, event(0)))
             recon = self.decoder(z)
         nll, kl, sq_raw, us, zs = [], [], [], [u], [z]
@@ -249,7 +252,7 @@ class IPVAEModel(nn.Module):
             sq_raw.append((diff * diff).sum(dim=1))
         for t in range(steps):
             err = diff * inv_var
-            with torch.enable_grad() if nonlinear else _null():
+            with torch.enable_grad() if nonlinear else nullcontext():
                 fb = self.decoder.feedback(z, recon, err)
                 if fused:
                     z, u_next, kl_t, rate = lat.step(fb, u, rate, event(t + 1), kl_form)
@@ -319,7 +322,7 @@ class _LinearUnroll(torch.autograd.Function):
     """The whole unrolled forward of the linear-decoder model, with a hand-written BPTT.
 
     Same recurrence and loss as the step-by-step autograd composition (a test compares
-    the two in float64), computed in the folded form of DESIGN §1: with
+    the two in float64), computed in the folded form of design §1.1: with
     M = Φᵀ diag(1/σ²) Φ (K,K) and c = Φᵀ x/σ² (N,K),
 
         fb_t = Φᵀ (x − Φ z_t)/σ² = c − z_t M
@@ -327,7 +330,7 @@ class _LinearUnroll(torch.autograd.Function):
 
     so each step costs one (N,K)×(K,K) product forward and one backward (instead of two
     (N,D)×(D,K) products each way), and no reconstruction is formed.  Each step keeps
-    only its local derivatives (``neurons.snntorch.latent_step_forward``); the
+    only its local derivatives (``neurons.torch_step.step_forward``); the
     gradients of M (hence Φ and σ) are summed over all steps by one product at the end.
 
     forward(x (N,D), phi (D,K), log_sigma (D,), eta (), bias (K,), u0 (K,), cfg)
@@ -353,18 +356,11 @@ class _LinearUnroll(torch.autograd.Function):
         u = u0.expand(n, k)
         rate = torch.exp(u)
         u_all[0] = u
-        if temperature <= 0:
-            z_all[0] = poisson_counts(event(0), rate)
-            dz0 = None
-        else:
-            with _single_thread():
-                z0, dz0 = _relaxed_forward(rate, temperature, event(0), tail)
-            dz0.mul_(rate)
-            z_all[0] = z0
+        z_all[0], dz0 = spikes(rate, temperature, event(0), tail)
         torch.addmm(drive, z_all[0], gram, alpha=-1.0, out=fb_all[0])   # c − z M
         saved, kl = [], []
         for t in range(steps):
-            u, z, kl_t, rate, sv = latent_step_forward(
+            u, z, kl_t, rate, sv = step_forward(
                 fb_all[t], u, eta, bias, rate, cfg["clamp_u"], cfg["clamp_du"], temperature,
                 event(t + 1), tail, cfg["kl_form"])
             saved.append(sv)
@@ -411,7 +407,7 @@ class _LinearUnroll(torch.autograd.Function):
                 if dz0 is not None:
                     g_u = g_u.addcmul(g_z, dz0)
                 break
-            g_fb, g_u, ge, gb = latent_step_backward(saved[t - 1], g_u, g_z, wf * beta)
+            g_fb, g_u, ge, gb = step_backward(saved[t - 1], g_u, g_z, wf * beta)
             g_fb_all[t - 1] = g_fb
             g_eta = ge if g_eta is None else g_eta + ge
             g_bias = gb if g_bias is None else g_bias + gb
@@ -432,21 +428,3 @@ class _LinearUnroll(torch.autograd.Function):
         ctx.saved_steps = None
         return None, g_phi, g_log_sigma, g_eta, g_bias, g_u.sum(0), None
 
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
-def training_noise(seed: int, epoch: int, indices, n_latents: int, width: int):
-    """Relaxed-sampler noise for a batch, each sample's keyed by its index in the data set.
-
-    indices : the samples' indices in the data set, so a sample's draws depend only
-    on (seed, epoch, index, step, neuron, arrival), never on the batch or on how
-    the data set is split across processes.  Returns a lazy source whose
-    ``step(t)`` serves spiking event t; draws are made only where needed.
-    """
-    return KeyedNoiseSteps(seed, epoch, indices, n_latents, width)

@@ -1,4 +1,4 @@
-"""Training loop for the iP-VAE (DESIGN.md §1), single process or torch DDP.
+"""Training loop for the iP-VAE (design §1), single process or torch DDP.
 
 ``train(config, out)`` trains :class:`train.model.IPVAEModel` on a data set and
 writes to the folder ``out``:
@@ -51,7 +51,8 @@ from networks.progress import progress_bar
 from networks.network import atomic_write, save_network, write_json
 from networks.plots import pyplot, save_figure
 from train.config import TrainConfig
-from train.model import IPVAEModel, training_noise
+from train.model import IPVAEModel
+from train.noise import training_noise
 
 CHECKPOINT = "checkpoint.pt"
 
