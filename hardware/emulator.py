@@ -47,7 +47,7 @@ class IntegerKernels:
         self.q, self.latent = q, q.latent()
         self.x, self.noise, self.block = x, noise, block
         self.keys = fixed.stream_keys(seed, np.arange(offset, offset + x.shape[0]))
-        self.w_rec = q.w_rec.astype(np.int64)
+        self.w_rec = q.w_rec.astype(np.float64)  # exact: small integers (neurons.fixed.int_matmul)
         self.saturation = dict.fromkeys(SATURATION_KEYS, 0)
         self.U = self.drive = self.z = None
 

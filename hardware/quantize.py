@@ -107,16 +107,24 @@ def _mantissa_bits(m: np.ndarray) -> int:
     return amax.bit_length() + 1 if amax else 0
 
 
-def _exact_products(phi: np.ndarray, inv_s2: list, pairs) -> list:
-    """Exact Σ_d Φ_dk Φ_dj / σ²_d for (k, j) pairs, as Fractions."""
-    cols = {}
-    out = []
-    for k, j in pairs:
-        for c in (k, j):
-            if c not in cols:
-                cols[c] = [Fraction(v) for v in phi[:, c]]
-        out.append(sum((a * b * s for a, b, s in zip(cols[k], cols[j], inv_s2)), Fraction(0)))
-    return out
+_EXACT_SHIFT = 2200
+"""Common denominator 2^2200 of exact sums of products of two float64s (each a dyadic
+rational with denominator at most 2^1074)."""
+
+
+def _exact_dot(a: np.ndarray, b: np.ndarray) -> Fraction:
+    """Σ a_i b_i exactly (float64 vectors), in integer arithmetic."""
+    total = 0
+    for x, y in zip(a.tolist(), b.tolist()):
+        nx, dx = x.as_integer_ratio()
+        ny, dy = y.as_integer_ratio()
+        total += (nx * ny) << (_EXACT_SHIFT - dx.bit_length() - dy.bit_length() + 2)
+    return Fraction(total, 1 << _EXACT_SHIFT)
+
+
+def _exact_products(phi: np.ndarray, scaled: np.ndarray, pairs) -> list:
+    """Exact Σ_d Φ_dk · fl(Φ_dj/σ²_d) for (k, j) pairs, as Fractions."""
+    return [_exact_dot(phi[:, k], scaled[:, j]) for k, j in pairs]
 
 
 def _round_scaled(values: np.ndarray, bound: np.ndarray, scale: int, exact) -> np.ndarray:
@@ -249,17 +257,17 @@ def quantize(net: IPVAENetwork, weight_bits: int = 8, self_bits: int = 8,
     sigma2 = _dec_exp(2.0 * net.log_sigma)
     bias = _dec_exp(net.log_bias)
     eta = float(_dec_exp(np.array([net.log_eta]))[0])
-    inv_s2 = [1 / Fraction(float(s)) for s in sigma2]
     frac = fixed.A_FRAC
 
-    # Recurrent −ΦᵀΦ/σ², split into the off-diagonal Dense and the self-term.
+    # Recurrent −ΦᵀΦ/σ² (as −Φᵀ·fl(Φ/σ²), the feed-forward weights' exact values), split
+    # into the off-diagonal Dense and the self-term.
     scaled = phi / sigma2[:, None]
     gram = -(phi.T @ scaled)
     bound = 4.0 * d * np.finfo(float).eps * (np.abs(phi).T @ np.abs(scaled)) + 1e-300
 
     def exact_rec(idx):
         pairs = [divmod(int(i), k) for i in idx]
-        return [-v for v in _exact_products(phi, inv_s2, pairs)]
+        return [-v for v in _exact_products(phi, scaled, pairs)]
 
     off = gram.copy()
     np.fill_diagonal(off, 0.0)
@@ -270,7 +278,7 @@ def quantize(net: IPVAENetwork, weight_bits: int = 8, self_bits: int = 8,
     diag = np.diag(gram).copy()
 
     def exact_diag(idx):
-        return [-v for v in _exact_products(phi, inv_s2, [(int(i), int(i)) for i in idx])]
+        return [-v for v in _exact_products(phi, scaled, [(int(i), int(i)) for i in idx])]
 
     self_w, self_exp, rep_self = quantize_matrix(diag, self_bits, frac, "self-term",
                                                  np.diag(bound).copy(), exact_diag)

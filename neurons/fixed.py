@@ -157,6 +157,25 @@ def saturate(x: np.ndarray, lo: int, hi: int):
     return (np.clip(x, lo, hi) if clipped else x), clipped
 
 
+def int_matmul(a: np.ndarray, b: np.ndarray, b_max=None) -> np.ndarray:
+    """Exact integer product a @ b (int64) via float64 BLAS.
+
+    Exact whenever Σ|a||b| < 2^53 along every sum (checked): every partial sum is then an
+    integer that float64 represents exactly, so no addition rounds, whatever the order
+    of summation, on any CPU.  Falls back to numpy's integer product otherwise.
+    b_max : a known bound on |b| (saves scanning b).
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if b_max is None:
+        b_max = float(np.abs(b).max(initial=0))
+    bound = float(np.abs(a).max(initial=0)) * float(b_max) * a.shape[-1]
+    if bound < 2.0 ** 53:
+        return (np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)).astype(
+            np.int64)
+    return a.astype(np.int64) @ b.astype(np.int64)
+
+
 def dense(weights: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray:
     """Lava's fixed_pt Dense: (s @ weightsᵀ) shifted by ``weight_exp`` (floor); int64.
 
@@ -164,7 +183,7 @@ def dense(weights: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray:
     clip/truncate); s : (N, pre) integer payloads.  Raises if the accumulation
     leaves int32, where Lava's int32 Dense would wrap.
     """
-    acc = np.asarray(s, dtype=np.int64) @ np.asarray(weights, dtype=np.int64).T
+    acc = int_matmul(s, np.asarray(weights).T, b_max=256)  # Lava weights lie in [−256, 255]
     if acc.size and (acc.max() > np.iinfo(np.int32).max or acc.min() < np.iinfo(np.int32).min):
         raise OverflowError("a Dense accumulation left the int32 range (Lava's fixed_pt Dense "
                             "would wrap): reduce the count or input payload bits")
@@ -184,7 +203,7 @@ def drive(w_ff: np.ndarray, ff_exp: int, x_frac: int, x):
     (N, D) float; and the numbers of saturated inputs and drives.  Accumulated in 64 bits
     (the input side runs on the host, as the float path's drive does)."""
     X, x_sat = input_payload(x, x_frac)
-    acc = X @ np.asarray(w_ff, dtype=np.int64).T
+    acc = int_matmul(X, np.asarray(w_ff).T)
     shift = ff_exp - x_frac
     d = acc << shift if shift > 0 else acc >> -shift
     d, d_sat = saturate(d, PAYLOAD_MIN, PAYLOAD_MAX)
