@@ -111,14 +111,15 @@ def _welch_p(a, b):
     from scipy import stats
 
     va, vb = a.var(axis=0, ddof=1), b.var(axis=0, ddof=1)
-    diff = a.mean(axis=0) - b.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = stats.ttest_ind(a, b, axis=0, equal_var=False).pvalue
     p = np.asarray(p, dtype=float)
-    # both constant: equal → no evidence; different constants → certain difference
+    # Both constant across trials: the t statistic is 0/0 or x/0, undefined.  With
+    # few trials two different constants are common by chance (2 trials of a
+    # rarely firing neuron), so they are not counted as evidence either way; a
+    # backend that is truly off shows in the rate correlation instead.
     both_const = (va == 0) & (vb == 0)
-    p = np.where(both_const, np.where(diff == 0, np.nan, 0.0), p)
-    return p
+    return np.where(both_const, np.nan, p)
 
 
 def trial_statistics(trace, trials: int) -> dict:
