@@ -47,7 +47,8 @@ class IntegerKernels:
         self.q, self.latent = q, q.latent()
         self.x, self.noise, self.block = x, noise, block
         self.keys = fixed.stream_keys(seed, np.arange(offset, offset + x.shape[0]))
-        self.w_rec = q.w_rec.astype(np.float64)  # exact: small integers (neurons.fixed.int_matmul)
+        # (pre, post) float64 holding small integers: exact (neurons.fixed.int_matmul)
+        self.w_rec_t = np.ascontiguousarray(q.w_rec.T, dtype=np.float64)
         self.saturation = dict.fromkeys(SATURATION_KEYS, 0)
         self.U = self.drive = self.z = None
 
@@ -76,7 +77,7 @@ class IntegerKernels:
         return int(np.count_nonzero(self.z))
 
     def integrate(self, u, z, residual, u_next):
-        feedback = fixed.dense(self.w_rec, self.q.rec_exp, self.z)
+        feedback = fixed.dense_t(self.w_rec_t, self.q.rec_exp, self.z)
         self.U, clipped = self.latent.integrate(self.U, feedback, self.drive, self.z)
         self.saturation["currents"] += clipped
         u_next[...] = self.U * 2.0 ** -fixed.U_FRAC

@@ -183,7 +183,18 @@ def dense(weights: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray:
     clip/truncate); s : (N, pre) integer payloads.  Raises if the accumulation
     leaves int32, where Lava's int32 Dense would wrap.
     """
-    acc = int_matmul(s, np.asarray(weights).T, b_max=256)  # Lava weights lie in [−256, 255]
+    return dense_t(np.asarray(weights, dtype=np.float64).T, weight_exp, s)
+
+
+def dense_t(weights_t: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray:
+    """:func:`dense` with the weights given transposed, (pre, post) C-contiguous float64
+    (integers): event-driven, only the rows of presynaptic neurons that sent a message."""
+    s = np.asarray(s)
+    sent = np.flatnonzero(s.any(axis=0))
+    if sent.size < s.shape[1] // 2:
+        acc = int_matmul(s[:, sent], weights_t[sent], b_max=256)
+    else:
+        acc = int_matmul(s, weights_t, b_max=256)  # Lava weights lie in [−256, 255]
     if acc.size and (acc.max() > np.iinfo(np.int32).max or acc.min() < np.iinfo(np.int32).min):
         raise OverflowError("a Dense accumulation left the int32 range (Lava's fixed_pt Dense "
                             "would wrap): reduce the count or input payload bits")
