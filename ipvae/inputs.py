@@ -6,6 +6,7 @@ dictionary; any other value goes to ``train.data.load_dataset`` (``mnist``,
 the first input in the data set and keys its noise (DESIGN.md §2), so input i
 of the data set gets the same spikes whichever range it is simulated in.
 """
+from ipvae.checks import finite_float, nonnegative_int, positive_int, seed
 from ipvae.cli import UserError
 
 DATASETS = ["planted", "mnist", "digits", "patches"]
@@ -16,13 +17,15 @@ def add_data_arguments(p):
                    help="inputs: planted (sparse codes under the network's own dictionary), "
                         "mnist, digits, patches (test split), or a PATH to a .npy array / "
                         "image folder")
-    p.add_argument("--n", type=int, default=8, help="number of inputs (default 8)")
-    p.add_argument("--offset", type=int, default=0,
-                   help="index of the first input in the data set (keys its noise)")
-    p.add_argument("--active", type=int, default=5, help="planted: active units per input")
-    p.add_argument("--data-seed", type=int, default=0,
-                   help="planted: seed of the codes; data sets: seed of the split")
-    p.add_argument("--rotate", type=float, help="data sets: rotate every image by DEG degrees")
+    p.add_argument("--n", type=positive_int, default=8, help="number of inputs (default 8)")
+    p.add_argument("--offset", type=nonnegative_int, default=0,
+                   help="index of the first input in the data set (keys its noise; default 0)")
+    p.add_argument("--active", type=positive_int, default=5,
+                   help="planted: active units per input (default 5)")
+    p.add_argument("--data-seed", type=seed, default=0,
+                   help="planted: seed of the codes; data sets: seed of the split (default 0)")
+    p.add_argument("--rotate", type=finite_float,
+                   help="data sets: rotate every image by DEG degrees")
     p.add_argument("--data-dir", help="mnist: folder with the full MNIST IDX files")
 
 
@@ -32,8 +35,16 @@ def load_inputs(args, net):
         raise UserError(f"--n must be >= 1, got {args.n}")
     if args.offset < 0:
         raise UserError(f"--offset must be >= 0, got {args.offset}")
+    from ipvae.checks import SEED_LIMIT
+
+    if args.offset + args.n > SEED_LIMIT:
+        raise UserError(f"--offset {args.offset} + --n {args.n} passes 2**63: noise keys "
+                        f"offset + i must stay below 2**63")
     rotate, data_dir = getattr(args, "rotate", None), getattr(args, "data_dir", None)
     if args.data == "planted":
+        if args.active > net.n_latents:
+            raise UserError(f"--active {args.active} is more than the network's "
+                            f"K = {net.n_latents} latents")
         if rotate is not None or data_dir is not None:
             raise UserError("--rotate and --data-dir apply to data sets, not to planted inputs")
         from networks import planted_inputs

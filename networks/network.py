@@ -135,8 +135,20 @@ class IPVAENetwork:
         """Validate inputs and return them as a float64 (N, D) array.
 
         Accepts (D,), (N, D) or (N, *input_shape); raises ValueError naming the problem.
+        Integer images (uint8 pixels 0..255) are used as they are, with a warning:
+        the data loaders scale pixels to [0, 1] (design §5).
         """
-        x = np.asarray(x, dtype=np.float64)
+        raw = np.asarray(x)
+        if raw.dtype.kind in "iu" and raw.size and raw.max() > 1:
+            import warnings
+
+            warnings.warn(f"input has integer dtype {raw.dtype} with values up to {raw.max()}; "
+                          f"it is used unscaled, while the data loaders scale pixels to "
+                          f"[0, 1] (divide by 255 to match)", UserWarning, stacklevel=3)
+        try:
+            x = raw.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"input must be numeric, got dtype {raw.dtype}") from None
         d = self.input_dim
         if x.ndim == 1:
             x = x[None]

@@ -1,26 +1,44 @@
 """``ipvae compare NET.npz --backends reference,lava,brian2``: cross-check backends' rasters."""
+from ipvae.checks import output_folder, positive_int, seed
 from ipvae.cli import UserError
 from ipvae.inputs import add_data_arguments, load_inputs
 
 NAME = "compare"
 HELP = "run several backends on the same network and inputs and compare their spike rasters"
 
+OUTPUTS = ("report.json", "rasters.png", "mse.png")
+
+
+def _trials(text):
+    value = positive_int(text)
+    if value < 2:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be >= 2 (statistics across trials), got {value}")
+    return value
+
 
 def add_arguments(p):
     p.add_argument("network", help="network file (.npz)")
     p.add_argument("--backends", default="reference,brian2",
                    help="comma-separated backends to compare (default reference,brian2)")
-    p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=64,
+                   help="inference steps T per input (default 64)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="noise seed: input i gets the stream (seed, offset + i) (default 0)")
     add_data_arguments(p)
-    p.add_argument("--target", default="cython",
-                   help="brian2 code-generation target: numpy | cython | cpp_standalone")
-    p.add_argument("--topology", help="lava: folded | error-units")
+    p.add_argument("--target", choices=["numpy", "cython", "cpp_standalone"],
+                   help="brian2 only: code-generation target (default cython)")
+    p.add_argument("--topology", choices=["folded", "error-units"],
+                   help="lava only: folded (default) | error-units")
     p.add_argument("--independent-noise", action="store_true",
                    help="backends draw their own random numbers; compare statistics over trials")
-    p.add_argument("--trials", type=int, default=20,
+    p.add_argument("--trials", type=_trials,
                    help="trials per input with --independent-noise (default 20)")
     p.add_argument("--out", required=True, help="folder for report.json, rasters.png, mse.png")
+    p.add_argument("--force", action="store_true",
+                   help="replace the results of an earlier run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args):
@@ -35,19 +53,26 @@ def run(args):
                         f"available: {', '.join(available_backends())}")
     if len(set(backends)) < 2 or len(set(backends)) != len(backends):
         raise UserError(f"--backends needs at least two different backends, got {args.backends!r}")
-    if args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
-    if args.independent_noise and args.trials < 2:
-        raise UserError(f"--trials must be >= 2, got {args.trials}")
+    options = {}
+    for flag, backend, key in (("--target", "brian2", "target"),
+                               ("--topology", "lava", "topology")):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if backend not in backends:
+            raise UserError(f"{flag} applies to backend {backend!r}, which is not in "
+                            f"--backends {args.backends}")
+        options[backend] = {key: value}
+    if args.trials is not None and not args.independent_noise:
+        raise UserError("--trials applies with --independent-noise only")
+    trials = args.trials or 20
+    output_folder(args.out, OUTPUTS, force=args.force)
     net = load_network(args.network)
     x, offset = load_inputs(args, net)
-    options = {"brian2": {"target": args.target}}
-    if args.topology:
-        options["lava"] = {"topology": args.topology}
     report = run_comparison(net, x, args.steps, backends, args.out, seed=args.seed,
                             offset=offset, options=options,
-                            independent_noise=args.independent_noise, trials=args.trials,
-                            progress=True, network_path=args.network)
+                            independent_noise=args.independent_noise, trials=trials,
+                            progress=not args.quiet, network_path=args.network)
     for pair, r in report["pairs"].items():
         a, b = pair.split("|")
         if report["mode"] == "shared":

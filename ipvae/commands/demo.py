@@ -10,27 +10,36 @@ A second run reuses the trained network (or resumes an interrupted training).
 """
 from pathlib import Path
 
+from ipvae.checks import positive_float, positive_int, seed
+
 NAME = "demo"
 HELP = "train briefly on embedded MNIST, evaluate, and cross-check reference, Lava and Brian2"
 
 
 def add_arguments(p):
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget (default 3)")
-    p.add_argument("--latents", type=int, default=256, help="K (default 256)")
-    p.add_argument("--eval-steps", type=int, default=300,
+    p.add_argument("--minutes", type=positive_float, default=3.0,
+                   help="training time budget (default 3)")
+    p.add_argument("--latents", type=positive_int, default=256, help="K (default 256)")
+    p.add_argument("--eval-steps", type=positive_int, default=300,
                    help="inference steps of the evaluation (default 300; T_train is 16)")
-    p.add_argument("--eval-n", type=int, default=200, help="held-out digits evaluated")
-    p.add_argument("--probe-n", type=int, default=1000,
-                   help="training digits the linear probe is fit on")
+    p.add_argument("--eval-n", type=positive_int, default=200,
+                   help="held-out digits evaluated (default 200)")
+    p.add_argument("--probe-n", type=positive_int, default=1000,
+                   help="training digits the linear probe is fit on (default 1000)")
     p.add_argument("--backends", default="reference,lava,brian2",
                    help="backends cross-checked (default reference,lava,brian2)")
-    p.add_argument("--compare-steps", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-steps", type=positive_int, default=64,
+                   help="inference steps of the cross-check (default 64)")
+    p.add_argument("--seed", type=seed, default=0, help="training and noise seed (default 0)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or per-epoch lines; the stage lines stay")
 
 
 def run(args):
+    from ipvae.cli import UserError
     from networks import load_network
+    from networks.simulate import available_backends
     from networks.network import write_json
     from networks.compare import run_comparison
     from train.data import load_dataset
@@ -39,7 +48,14 @@ def run(args):
     from train.config import TrainConfig
     from train.trainer import CHECKPOINT, train
 
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in available_backends()]
+    if unknown or len(set(backends)) < 2 or len(set(backends)) != len(backends):
+        raise UserError(f"--backends needs at least two different backends of "
+                        f"{', '.join(available_backends())}; got {args.backends!r}")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
     model_path = out / "train" / "model.npz"
     if model_path.exists():
         print(f"[1/3] reusing the trained network {model_path} (delete it to retrain)")
@@ -48,7 +64,8 @@ def run(args):
         print(f"[1/3] {'resuming' if resume else 'training'} on embedded MNIST "
               f"(K={args.latents}, T_train=16, {args.minutes:g} min budget)")
         cfg = TrainConfig(data="mnist", latents=args.latents, t_train=16, epochs=200,
-                          time_budget=args.minutes, eval_steps=0, seed=args.seed)
+                          time_budget=args.minutes, eval_steps=0, seed=args.seed,
+                          progress=not args.quiet)
         train(cfg, out / "train", resume=resume)
     net = load_network(model_path)
 
@@ -56,7 +73,7 @@ def run(args):
     test = load_dataset("mnist", "test", seed=args.seed).head(args.eval_n)
     probe = load_dataset("mnist", "train", seed=args.seed).head(args.probe_n)
     res = evaluate(net, test, steps=args.eval_steps, seed=args.seed, probe_train=probe,
-                   probe_step=[args.eval_steps])
+                   probe_step=[args.eval_steps], progress=not args.quiet)
     write_json(out / "evaluate" / "evaluation.json", to_json(res))
     plot_curves(res, out / "evaluate" / "curves.png", title="held-out MNIST digits")
     plot_examples(res, out / "evaluate" / "examples.png")
@@ -65,11 +82,11 @@ def run(args):
     print("      R² from spikes " + ", ".join(f"t={t}: {v:.3f}" for t, v in r2.items())
           + f"; sparsity {s['sparsity'][str(args.eval_steps - 1)]:.3f}")
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     print(f"[3/3] cross-checking {', '.join(backends)} on 4 held-out digits, "
           f"{args.compare_steps} steps, shared noise")
     report = run_comparison(net, test.x[:4], args.compare_steps, backends, out / "compare",
-                            seed=args.seed, progress=True, network_path=str(model_path))
+                            seed=args.seed, progress=not args.quiet,
+                            network_path=str(model_path))
     for pair, r in report["pairs"].items():
         print(f"      {pair.replace('|', ' vs ')}: {r['identical_share']:.4%} identical counts, "
               f"max |Δu| {r['max_abs_du']:.2g}")

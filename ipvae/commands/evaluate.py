@@ -7,6 +7,8 @@ inference step, runaway count, linear probe), ``curves.png`` and
 """
 import json
 
+from ipvae.checks import finite_float, nonnegative_int, output_folder, positive_int, seed
+
 NAME = "evaluate"
 HELP = "evaluate a network file on a data set: R², MSE, sparsity, probe vs inference step"
 
@@ -16,30 +18,44 @@ def add_arguments(p):
     p.add_argument("--data", default="mnist",
                    help="mnist | digits | patches | PATH (.npy or image folder); default mnist")
     p.add_argument("--data-dir", help="mnist: folder with the full MNIST IDX files")
-    p.add_argument("--rotate", type=float, help="rotate every image by DEG degrees (OOD test)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the data set's split")
-    p.add_argument("--n", type=int, help="evaluate only the first N test inputs")
-    p.add_argument("--steps", type=int, default=1000, help="inference steps (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--batch", type=int, default=100, help="inputs per simulate call")
-    p.add_argument("--probe-step", type=int, action="append",
+    p.add_argument("--rotate", type=finite_float,
+                   help="rotate every image by DEG degrees (OOD test)")
+    p.add_argument("--data-seed", type=seed, default=0,
+                   help="seed of the data set's split (default 0)")
+    p.add_argument("--n", type=positive_int, help="evaluate only the first N test inputs")
+    p.add_argument("--steps", type=positive_int, default=1000,
+                   help="inference steps (default 1000)")
+    p.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
+    p.add_argument("--batch", type=positive_int, default=100,
+                   help="inputs per simulate call (default 100)")
+    p.add_argument("--probe-step", type=nonnegative_int, action="append",
                    help="step whose rates e^u feed the linear probe (repeatable; "
                         "default the final step = --steps)")
-    p.add_argument("--probe-n", type=int,
+    p.add_argument("--probe-n", type=positive_int,
                    help="fit the probe on the first N training inputs (default all)")
     p.add_argument("--no-probe", action="store_true", help="skip the linear probe")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace the results of an earlier run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+OUTPUTS = ("evaluation.json", "curves.png", "examples.png")
 
 
 def run(args):
-    from pathlib import Path
-
     from networks import load_network
     from networks.network import atomic_write
     from train.data import load_dataset
     from train.evaluate import evaluate, to_json
     from train.evaluate_plots import plot_curves, plot_examples
 
+    from ipvae.cli import UserError
+
+    out = output_folder(args.out, OUTPUTS, force=args.force)
+    bad = [s for s in args.probe_step or () if s > args.steps]
+    if bad:
+        raise UserError(f"--probe-step {bad[0]} is past --steps {args.steps}")
     net = load_network(args.network)
     kw = dict(seed=args.data_seed, rotate=args.rotate, data_dir=args.data_dir)
     test = load_dataset(args.data, "test", **kw).head(args.n)
@@ -49,8 +65,8 @@ def run(args):
         if probe_train.y is None:
             probe_train = None
     result = evaluate(net, test, steps=args.steps, seed=args.seed, probe_train=probe_train,
-                      probe_step=args.probe_step, batch=args.batch, progress=True)
-    out = Path(args.out)
+                      probe_step=args.probe_step, batch=args.batch,
+                      progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     js = to_json(result)
     js["network"] = str(args.network)
