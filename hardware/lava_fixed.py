@@ -17,11 +17,11 @@ from hardware.quantize import save_quantized
 
 
 def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,
-        progress=False, quantized=None, weight_bits=8, timeout=None, topology="folded"):
+        progress=False, quantized=None, weight_bits=8, timeout=None):
     """Run the fixed-point network in Lava's CPU simulator; see ``networks.simulate``.
 
     Options: ``quantized`` (QuantizedNetwork or file; default ``net`` quantized at
-    ``weight_bits``), ``timeout`` (s), ``topology`` (``"folded"`` only).
+    ``weight_bits``), ``timeout`` (s).  The topology is the folded one.
     """
     from networks import lava
 
@@ -30,7 +30,7 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     with tempfile.TemporaryDirectory(prefix="ipvae-lava-fixed-") as tmp:
         path = save_quantized(q, Path(tmp) / "quantized.npz")
         trace = lava.run(net, x, steps, seed=seed, offset=offset, noise=noise, record=record,
-                         rate_metrics=rate_metrics, progress=progress, topology=topology,
+                         rate_metrics=rate_metrics, progress=progress, topology="folded",
                          timeout=timeout, fixed=path)
     trace.info.update(weight_bits=q.weight_bits, quantization=q.report,
                       noise="integer counter-based (neurons.fixed)")

@@ -128,7 +128,8 @@ def counts(U: np.ndarray, keys: np.ndarray, t: int, exp_lut: np.ndarray,
     keys : (N,) uint64 stream keys (``stream_keys``) of the N rows; t : inference step.
     Uniform of neuron k, part j: counter (t·K + k)·SUBDRAW_STRIDE + j, except that
     ``first`` (N, K) int64 32-bit uniforms, when given (explicit noise ξ as
-    ⌊ξ·2^32⌋), replace those of part 0.
+    ⌊ξ·2^32⌋), replace those of part 0, and parts j > 0 then use the hash of
+    (that uniform, j): a run with explicit noise does not depend on the seed.
     """
     n, k = U.shape
     R = rate(U, exp_lut)
@@ -144,8 +145,10 @@ def counts(U: np.ndarray, keys: np.ndarray, t: int, exp_lut: np.ndarray,
     j = np.arange(owner.size, dtype=np.int64) - starts[owner]
     Rf, Jf = R.reshape(-1)[owner], flat_parts[owner]
     Rj = (Rf + j) // Jf
-    V = uniforms(keys[owner // k], base[owner % k] + j)
-    if first is not None:
+    if first is None:
+        V = uniforms(keys[owner // k], base[owner % k] + j)
+    else:  # parts after the first: hashed from the explicit uniform, not from the seed
+        V = uniforms(first.reshape(-1)[owner].astype(np.uint64), j)
         V[starts] = first.reshape(-1)
     z = np.add.reduceat(_icdf_part(V, Rj, negexp_lut), starts)
     return z.reshape(n, k), R
