@@ -49,12 +49,17 @@ ROWS = [
     Row("brian2-numpy", "brian2", dict(target="numpy"), "brian2"),
     Row("brian2-cython", "brian2", dict(target="cython"), "brian2"),
     Row("brian2-cpp_standalone", "brian2", dict(target="cpp_standalone"), "brian2"),
+    Row("fixed", "fixed", group="fixed"),
+    Row("lava-fixed", "lava-fixed", needs="lava", group="fixed"),
 ]
 
 TOLERANCES = {
     # anchor: what the group's counts are compared with; u_atol: |Δu| allowed (log-rate units)
     "float": dict(anchor="recipe", flips="only where ξ is within rounding of a CDF step",
                   u_atol=1e-9, mse_rtol=1e-9),
+    # integers (design §2.4): exact against the integer emulator; against the float model
+    # by quality only (tests/test_fixed_point.py)
+    "fixed": dict(anchor="fixed", flips="none", u_atol=0.0, mse_rtol=1e-9),
 }
 """One line per group of rows: what every row of the group must meet."""
 
