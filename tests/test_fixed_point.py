@@ -181,19 +181,25 @@ def test_emulator_explicit_noise(planted32):
 
 
 def _quality(net, x, bits, steps=64):
-    """(MSE ratio fixed/float, active-latent ratio) over steps 32–64, and the float control."""
-    ref = simulate(net, x, steps, seed=1)
-    ctrl = simulate(net, x, steps, seed=2)
-    fx = simulate(net, x, steps, backend="fixed", seed=1, weight_bits=bits)
-    mse = lambda tr: tr.mse()[32:].mean()  # noqa: E731
-    act = lambda tr: (tr.spikes[32:] > 0).mean()  # noqa: E731
+    """Ratios to the float model (MSE, active latents) over steps 32–64 of the fixed-point
+    network at ``bits`` and of a float control with other seeds, each averaged over three
+    seeds (one seed's float-vs-float spread is ~±5% on 32 planted inputs)."""
+    from hardware.quantize import quantize
+
+    q = quantize(net, weight_bits=bits)
+    mse = lambda runs: np.mean([tr.mse()[32:].mean() for tr in runs])  # noqa: E731
+    act = lambda runs: np.mean([(tr.spikes[32:] > 0).mean() for tr in runs])  # noqa: E731
+    ref = [simulate(net, x, steps, seed=s) for s in (1, 2, 3)]
+    ctrl = [simulate(net, x, steps, seed=s) for s in (4, 5, 6)]
+    fx = [simulate(net, x, steps, backend="fixed", seed=s, quantized=q) for s in (1, 2, 3)]
     return mse(fx) / mse(ref), act(fx) / act(ref), mse(ctrl) / mse(ref), act(ctrl) / act(ref)
 
 
 @pytest.mark.parametrize("which", ["planted", "trained"])
 def test_fixed_point_quality_at_8_bits(which, planted32, trained, capsys):
     """8 weight bits: MSE ≤ 1.05× the float model's, active latents within 10%
-    (32 held-out inputs, steps 32–64); the float-vs-float control shows the noise floor."""
+    (32 held-out inputs, steps 32–64, three seeds); the float-vs-float control shows the
+    noise floor (measured at 4–8 bits: docs/fixed-point.md)."""
     net, x = (planted32[0], planted32[1]) if which == "planted" else trained
     mse_ratio, act_ratio, ctrl_mse, ctrl_act = _quality(net, x, 8)
     with capsys.disabled():
