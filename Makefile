@@ -15,13 +15,14 @@ for c in "$$(command -v python3.10 2>/dev/null)" \
 done; exit 1
 endef
 
-.PHONY: venv demo test bench quality clean which-python
+.PHONY: venv demo test test-numerics-nosimd bench quality clean which-python
 venv: $(STAMP)
 
 which-python:
 	@$(FIND_PY310) || { echo "error: no Python 3.10 found" >&2; exit 1; }
 
-$(STAMP): setup.cfg setup.py pyproject.toml neurons/_kernels.c neurons/_philox.h neurons/_vecmath.h
+$(STAMP): setup.cfg setup.py pyproject.toml neurons/_kernels.c neurons/_philox.h neurons/_vecmath.h \
+          neurons/recipe.h
 	@py=$$( $(FIND_PY310) ) || { echo "error: no Python 3.10 found (lava-nc 0.10 needs exactly 3.10)." \
 	  "Looked for python3.10 on PATH and in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*;" \
 	  "install one, e.g. 'pyenv install 3.10'." >&2; exit 1; }; \
@@ -37,6 +38,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The numerics tests again with numpy's own SIMD loops (e.g. its AVX-512 exp) switched off, so
+# both of numpy's exp paths meet the contract of design §2.1.  NPY_DISABLE_CPU_FEATURES may
+# name only dispatched features this CPU has (baseline ones are an error), hence computed here.
+test-numerics-nosimd: $(STAMP)
+	@features=$$($(PY) -c 'from numpy.core._multiarray_umath import __cpu_features__ as f, __cpu_dispatch__ as d; print(" ".join(k for k in d if f.get(k)))'); \
+	echo "NPY_DISABLE_CPU_FEATURES=\"$$features\""; \
+	NPY_DISABLE_CPU_FEATURES="$$features" $(PY) -m pytest -q -m numerics tests/test_recipe.py tests/test_kernels.py tests/test_poisson.py
 
 quality: $(STAMP)
 	$(PY) -m pytest -q -s tests_quality

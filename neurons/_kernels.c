@@ -1,17 +1,17 @@
-/* Compiled kernels of the reference simulator's step (DESIGN.md §1, §2).
+/* Compiled kernels of the reference simulator's step (design §1, §2).
  *
- * - `spikes`: the Poisson inverse-CDF recipe of neurons.poisson.poisson_icdf,
- *   fused with the rate e^u;
- * - `membrane`: membrane_update, with numpy's own logaddexp formula;
+ * - `spikes`: the Poisson inverse CDF of recipe.h (design §2.1), fused with the rate e^u;
+ * - `membrane`: membrane_update, with recipe.h's clamp (numpy's logaddexp branches);
  * - `readout`: the read-out Φz driven by the spikes fired (event-driven: work in
  *   proportion to the nonzero counts, as on neuromorphic hardware);
  * - `uniforms`: the shared-noise streams (_philox.h), equal to numpy's bit for bit.
  *
- * exp and log1p run through _vecmath.h: libmvec's AVX2 code where available
- * (within 1-2 ulp of libm), else scalar libm, in which case spikes and membrane
- * return numpy's numbers bit for bit.  Everything else is compiled without
- * -ffast-math and with -ffp-contract=off, so no FMA or reassociation changes
- * the rounding of the transcribed formulas.  All work on C-contiguous float64
+ * The constants and the scalar steps come from recipe.h.  exp and log1p run through
+ * _vecmath.h: libmvec's AVX2 code where available (within 1-2 ulp of libm), else scalar
+ * libm; either way rates, potentials and counts meet the contract of design §2.1
+ * (neurons.poisson.EXP_ULP_TOLERANCE, tests/test_kernels.py).  Everything else is compiled
+ * without -ffast-math and with -ffp-contract=off, so no FMA or reassociation changes the
+ * rounding of the transcribed formulas.  All work on C-contiguous float64
  * buffers and releases the GIL, so callers may split a batch's rows across threads.
  */
 #define PY_SSIZE_T_CLEAN
@@ -21,46 +21,9 @@
 
 #include "_philox.h"
 #include "_vecmath.h"
+#include "recipe.h"
 
-#define U_FLOOR (-8.0)
-#define ICDF_START_SIGMAS 10.0
-#define ICDF_CAP_SIGMAS 20.0
-#define ICDF_CAP_EXTRA 30.0
-#define LOGE2 0.693147180559945309417232121458176568
 #define CHUNK 256 /* elements per pass of the array-wide exp / log1p */
-
-/* numpy's npy_logaddexp(0, y), given l = log1p(exp(-|y|)). */
-static inline double softplus_from(double y, double l)
-{
-    if (y == 0.0)
-        return LOGE2;
-    if (y > 0)
-        return y + l;
-    if (y < 0)
-        return 0.0 + l;
-    return -y; /* NaN */
-}
-
-/* The least m >= 0 with P(Z <= m; r) >= xi, the recipe of neurons.poisson.poisson_icdf;
- * p0 = exp(-r), used when r <= 100. */
-static double icdf(double xi, double r, double p0)
-{
-    double m = 0.0, p = p0;
-    if (r > ICDF_START_SIGMAS * ICDF_START_SIGMAS) {
-        m = floor(fmax(r - ICDF_START_SIGMAS * sqrt(r), 0.0));
-        p = exp((m > 0 ? m * log(r) : 0.0) - r - lgamma(m + 1.0));
-    }
-    double cdf = p;
-    if (!(cdf < xi))
-        return m;
-    double cap = r + ICDF_CAP_SIGMAS * sqrt(r) + ICDF_CAP_EXTRA;
-    while (cdf < xi && m < cap) {
-        m += 1.0;
-        p *= r / m;
-        cdf += p;
-    }
-    return m;
-}
 
 /* --- buffers ------------------------------------------------------------------------------ */
 
@@ -138,11 +101,14 @@ static PyObject *spikes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         double *r = rate + start;
         memcpy(r, u + start, (size_t)m * sizeof(double));
         map_exp(r, m);
-        for (Py_ssize_t j = 0; j < m; j++) /* large rates take another start (icdf) */
-            p0[j] = r[j] > ICDF_START_SIGMAS * ICDF_START_SIGMAS ? 0.0 : -r[j];
+        for (Py_ssize_t j = 0; j < m; j++) /* far rates start elsewhere (ipvae_icdf_start) */
+            p0[j] = ipvae_icdf_far(r[j]) ? 0.0 : -r[j];
         map_exp(p0, m);
         for (Py_ssize_t j = 0; j < m; j++) {
-            double c = icdf(xi[start + j], r[j], p0[j]);
+            double c0 = 0.0, p = p0[j];
+            if (ipvae_icdf_far(r[j]))
+                c0 = ipvae_icdf_start(r[j], &p);
+            double c = ipvae_icdf_search(xi[start + j], r[j], c0, p);
             counts[start + j] = c;
             fired += c != 0.0;
         }
@@ -158,8 +124,7 @@ static PyObject *spikes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static void clamp_start(const double *x, double c, double *y, double *l, Py_ssize_t m)
 {
     for (Py_ssize_t j = 0; j < m; j++) {
-        double v = x[j] < U_FLOOR ? U_FLOOR : x[j];
-        y[j] = c - v;
+        y[j] = c - ipvae_floor(x[j]);
         l[j] = -fabs(y[j]);
     }
     map_exp(l, m);
@@ -207,10 +172,10 @@ static PyObject *membrane(PyObject *self, PyObject *const *args, Py_ssize_t narg
                 x[j] = (fb[i0 + j] - b[c0 + j]) * eta;
             clamp_start(x, cdu, y, l, m);
             for (Py_ssize_t j = 0; j < m; j++)
-                x[j] = (cdu - softplus_from(y[j], l[j])) + u[i0 + j];
+                x[j] = (cdu - ipvae_softplus_from(y[j], l[j])) + u[i0 + j];
             clamp_start(x, cu, y, l, m);
             for (Py_ssize_t j = 0; j < m; j++)
-                out[i0 + j] = cu - softplus_from(y[j], l[j]);
+                out[i0 + j] = cu - ipvae_softplus_from(y[j], l[j]);
         }
     }
     Py_END_ALLOW_THREADS

@@ -1,17 +1,17 @@
 """The latent neuron population of the iP-VAE as a Brian2 ``NeuronGroup``.
 
 Equations are data (module-level strings); the mathematics comes from
-:mod:`neurons.poisson`, transcribed for Brian2's code generation:
+:mod:`neurons.poisson` and its C header ``neurons/recipe.h`` (design §2.1):
 
 - ``ipvae_poisson_icdf(xi, r)`` (from :func:`brian_functions`) is a Brian2
-  user ``Function``: its ``numpy``
-  implementation calls :func:`neurons.poisson.poisson_icdf`; its ``cython`` and
-  ``cpp`` implementations transcribe literally the scalar recipe of that
-  function's docstring (float64, ``lgamma`` from C's math library).
+  user ``Function``: its ``numpy`` implementation calls
+  :func:`neurons.poisson.poisson_icdf`; its ``cython`` and ``cpp``
+  implementations are the scalar ``ipvae_poisson_icdf`` of ``recipe.h``
+  (float64, ``lgamma`` from C's math library), included, not transcribed.
 - ``ipvae_clamp(x, c)`` is the authors' clamp (hard floor −8, then the upper soft
   clamp c − softplus(c − x)), likewise: numpy calls
-  :func:`neurons.poisson.clamp`; C uses the same branch structure as numpy's
-  ``logaddexp(0, ·)``.
+  :func:`neurons.poisson.clamp`; C calls ``recipe.h``'s ``ipvae_clamp`` (numpy's
+  ``logaddexp(0, ·)`` branches).
 
 One Brian2 time step is one inference step (``dt`` is cosmetic: 1 ms means
 "one step").  Within a step the schedule is
@@ -87,89 +87,45 @@ FEEDBACK_SYNAPSE = "w : 1 (constant)"
 FEEDBACK_ON_PRE = "fb_post += w * z_pre"
 """Event-driven lateral feedback: w_ij = (−ΦᵀΦ/σ²)[i, j], weighted by the count z_j."""
 
-# ---------------------------------------------------------------- C transcriptions
-_START = _poisson.ICDF_START_SIGMAS
-_CAP_S = _poisson.ICDF_CAP_SIGMAS
-_CAP_X = _poisson.ICDF_CAP_EXTRA
-_FLOOR = _poisson.U_FLOOR
+# ------------------------------------------------- the compiled recipe (neurons/recipe.h)
+def _recipe_code():
+    """(cython, cpp) support code declaring the recipe header's two functions.
 
-_ICDF_CYTHON = f"""
-from libc.math cimport lgamma as _ipvae_lgamma
+    Brian2's cython target drops ``include_dirs`` (brian2 2.9 overwrites them), so cython
+    includes the header by its absolute path; C++ gets ``include_dirs``.  The header's
+    digest is part of the code, so Brian2's caches (keyed by the code text) recompile
+    when the header changes.
+    """
+    import hashlib
 
-cdef double ipvae_poisson_icdf(double xi, double r):
-    cdef double m = floor(max(r - {_START!r} * sqrt(r), 0.0))
-    cdef double p
-    if m > 0:
-        p = exp(m * log(r) - r - _ipvae_lgamma(m + 1.0))
-    else:
-        p = exp(0.0 - r - _ipvae_lgamma(m + 1.0))
-    cdef double F = p
-    cdef double cap = r + {_CAP_S!r} * sqrt(r) + {_CAP_X!r}
-    while F < xi and m < cap:
-        m += 1.0
-        p *= r / m
-        F += p
-    return m
-"""
-
-_ICDF_CPP = f"""
-static inline double ipvae_poisson_icdf(const double xi, const double r)
-{{
-    double m = floor(fmax(r - {_START!r} * sqrt(r), 0.0));
-    double p = exp((m > 0 ? m * log(r) : 0.0) - r - lgamma(m + 1.0));
-    double F = p;
-    const double cap = r + {_CAP_S!r} * sqrt(r) + {_CAP_X!r};
-    while (F < xi && m < cap) {{
-        m += 1.0;
-        p *= r / m;
-        F += p;
-    }}
-    return m;
-}}
-"""
-
-# softplus(y) = logaddexp(0, y), numpy's branch structure; clamp(x, c) = c - softplus(c - max(x, -8))
-_CLAMP_CYTHON = f"""
-cdef double ipvae_clamp(double x, double c):
-    cdef double v = x if x > {_FLOOR!r} else {_FLOOR!r}
-    cdef double y = c - v
-    cdef double sp
-    if y == 0.0:
-        sp = 0.6931471805599453
-    elif y > 0:
-        sp = y + log1p(exp(-y))
-    else:
-        sp = log1p(exp(y))
-    return c - sp
-"""
-
-_CLAMP_CPP = f"""
-static inline double ipvae_clamp(const double x, const double c)
-{{
-    const double v = x > {_FLOOR!r} ? x : {_FLOOR!r};
-    const double y = c - v;
-    double sp;
-    if (y == 0.0) sp = 0.6931471805599453;
-    else if (y > 0) sp = y + log1p(exp(-y));
-    else sp = log1p(exp(y));
-    return c - sp;
-}}
-"""
+    header = _poisson.RECIPE_HEADER.resolve()
+    if '"' in str(header) or "\\" in str(header):
+        raise ValueError(f"the recipe header's path cannot be quoted in C: {header}")
+    digest = hashlib.sha256(header.read_bytes()).hexdigest()[:16]
+    cython = (f"# {header.name} {digest}\n"
+              f'cdef extern from "{header}":\n'
+              "    double ipvae_poisson_icdf(double xi, double r)\n"
+              "    double ipvae_clamp(double x, double c)\n")
+    cpp = f"/* {header.name} {digest}: ipvae_poisson_icdf, ipvae_clamp */\n"
+    cpp_kwds = dict(headers=[f'"{header.name}"'], include_dirs=[str(header.parent)])
+    return cython, cpp, cpp_kwds
 
 
 def _functions():
     """Build the Brian2 user Functions (imports brian2)."""
     from brian2 import check_units, implementation
 
-    @implementation("cpp", _ICDF_CPP, headers=["<math.h>"])
-    @implementation("cython", _ICDF_CYTHON)
+    cython, cpp, cpp_kwds = _recipe_code()
+
+    @implementation("cpp", cpp, **cpp_kwds)
+    @implementation("cython", cython)
     @implementation("numpy", discard_units=True)  # plain arrays: no per-call unit checks
     @check_units(xi=1, r=1, result=1)
     def ipvae_poisson_icdf(xi, r):
         return _poisson.poisson_icdf(xi, r).astype(np.float64)
 
-    @implementation("cpp", _CLAMP_CPP, headers=["<math.h>"])
-    @implementation("cython", _CLAMP_CYTHON)
+    @implementation("cpp", cpp, **cpp_kwds)
+    @implementation("cython", cython)
     @implementation("numpy", discard_units=True)
     @check_units(x=1, c=1, result=1)
     def ipvae_clamp(x, c):

@@ -1,9 +1,11 @@
-"""Mathematics of the Poisson latent neuron (DESIGN.md §1), as pure numpy functions.
+"""Mathematics of the Poisson latent neuron (design §1), as pure numpy functions.
 
 Every backend (the reference simulator, the Lava ProcessModels, Brian2's
 generated code, the snntorch neuron at temperature 0) runs these same
-functions or a literal transcription of them, so that the same membrane
-potentials and the same uniforms give the same spike counts everywhere.
+functions or the scalar C code of ``neurons/recipe.h`` (whose constants this
+module reads at import), so that the same membrane potentials and the same
+uniforms give the same spike counts everywhere, to the contract of design §2.1
+(see ``EXP_ULP_TOLERANCE`` and its neighbours below).
 
 Units: ``u`` is a membrane potential in log-rate units (rate = exp(u) spikes
 per inference step); counts are spikes per step; ``xi`` are uniforms in (0, 1).
@@ -11,26 +13,78 @@ per inference step); counts are spikes per step; ``xi`` are uniforms in (0, 1).
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 from scipy.special import gammaln
 
-U_FLOOR = -8.0
-"""Hard floor applied to both du and u before the upper soft clamp."""
+RECIPE_HEADER = Path(__file__).with_name("recipe.h")
+"""The C header that is the one home of the recipe's constants and scalar code (design §2.1)."""
 
-ICDF_START_SIGMAS = 10.0
-"""The inverse CDF starts summing this many standard deviations below the rate.
+_DEFINE = re.compile(r"^#define\s+IPVAE_([A-Z0-9_]+)\s+\(?\s*([-+0-9.eE]+)\s*\)?", re.M)
+
+
+def recipe_constants(path=RECIPE_HEADER) -> dict:
+    """The ``#define IPVAE_<NAME> <float>`` constants of the recipe header, as {NAME: float}."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ImportError(f"the recipe header {path} cannot be read: {err}") from err
+    return {name: float(value) for name, value in _DEFINE.findall(text)}
+
+
+def _constant(name: str) -> float:
+    try:
+        return _RECIPE[name]
+    except KeyError:
+        raise ImportError(f"{RECIPE_HEADER} defines no IPVAE_{name}") from None
+
+
+_RECIPE = recipe_constants()
+
+U_FLOOR = _constant("U_FLOOR")
+"""Hard floor applied to both du and u before the upper soft clamp (−8)."""
+
+ICDF_START_SIGMAS = _constant("ICDF_START_SIGMAS")
+"""The inverse CDF starts summing this many standard deviations below the rate (10).
 
 The Poisson lower tail there is below exp(-50) ~ 2e-22, far under float64
 rounding of the CDF, so ignoring it changes no count."""
 
-ICDF_CAP_SIGMAS = 20.0
-ICDF_CAP_EXTRA = 30.0
+ICDF_CAP_SIGMAS = _constant("ICDF_CAP_SIGMAS")
+ICDF_CAP_EXTRA = _constant("ICDF_CAP_EXTRA")
 """The search stops at rate + 20 sqrt(rate) + 30 (upper-tail mass < 1e-40).
 
 This bounds the loop when rounding leaves the summed CDF a hair under a
 uniform that lies within 1e-16 of 1."""
 
+# ---- the numerical contract between implementations (design §2.1) -------------------------
+# exp differs across implementations (glibc's libm, libmvec, numpy's own AVX-512 code), so
+# backends agree to these bounds, not bit for bit; tests compare each against exact values.
+
+EXP_ULP_TOLERANCE = 4
+"""Rates e^u lie within this many ulp of the correctly rounded exp(u).
+
+Measured against mpmath: glibc's libm ≤ 1 ulp, libmvec's AVX2 exp ≤ 3 ulp; numpy's
+AVX-512 exp documents a maximal error of 2.52 ulp (≤ 3 from the correctly rounded value)."""
+
+POTENTIAL_TOLERANCE = 2.0**-46
+"""Potentials after ``membrane_update`` lie within this (≈ 1.4e-14, 8 ulp of a potential in
+[8, 16)) of the exact clamp(u + clamp(fl(η(fb − b)), c_du), c_u); measured ≤ 1.5 ulp of 8."""
+
+
+def count_flip_tolerance(rate):
+    """δ(r) = 2^-52 · (16 + r · max(1, ln r)): the rounding of the recipe's summed CDF.
+
+    Two implementations of the recipe may return different counts k and k + 1 for one
+    (ξ, u) only where |ξ − F(k; r)| ≤ δ(r), F the exact Poisson CDF at the exact rate
+    (design §2.1).  Measured against mpmath, the recipe's CDF errs by ≤ 2 ulp for
+    r ≤ 100 and by ≈ 0.1 · r ln r ulp above (the start's log-space pmf), with
+    ``EXP_ULP_TOLERANCE`` on r moving F by ≤ 4 r pmf ulp.  ``rate``: array_like, ≥ 0.
+    """
+    r = np.asarray(rate, dtype=np.float64)
+    return 2.0**-52 * (16.0 + r * np.maximum(1.0, np.log(np.maximum(r, 1.0))))
 
 def softplus(x):
     """log(1 + e^x), overflow-free."""
