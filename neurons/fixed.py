@@ -106,18 +106,24 @@ def _icdf_part(V: np.ndarray, R: np.ndarray, negexp_lut: np.ndarray) -> np.ndarr
     m = np.zeros(R.shape, dtype=np.int64)
     todo = np.flatnonzero(p < target)
     if todo.size:
+        # m = #{i ≥ 0 : F_i < target} (F is non-decreasing): counted term by term over the
+        # unfinished entries, which are compacted every few terms.
         pt, ft, rt, tt = p[todo], p[todo].copy(), R[todo], target[todo]
+        mt = np.zeros(todo.size, dtype=np.int64)
         for i in range(1, ICDF_TERMS + 1):
-            pt = (pt * rt) // (i << R_FRAC)
+            mt += ft < tt
+            np.multiply(pt, rt, out=pt)
+            np.floor_divide(pt, i << R_FRAC, out=pt)
             ft += pt
-            done = ft >= tt
-            if done.any():
-                m[todo[done]] = i
-                keep = ~done
-                todo, pt, ft, rt, tt = todo[keep], pt[keep], ft[keep], rt[keep], tt[keep]
-                if not todo.size:
-                    break
-        m[todo] = ICDF_TERMS
+            if i % 4 == 0 or i == ICDF_TERMS:
+                going = ft < tt
+                if not going.all():
+                    m[todo] = mt + going  # finished entries: final; the rest are rewritten
+                    todo, pt, ft, rt, tt, mt = (a[going] for a in (todo, pt, ft, rt, tt, mt))
+                    if not todo.size:
+                        break
+        if todo.size:
+            m[todo] = ICDF_TERMS
     return m.reshape(shape)
 
 
@@ -194,7 +200,12 @@ def dense_t(weights_t: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray
     (integers): event-driven, only the rows of presynaptic neurons that sent a message."""
     s = np.asarray(s)
     sent = np.flatnonzero(s.any(axis=0))
-    if sent.size < s.shape[1] // 2:
+    if s.shape[0] == 1 and sent.size * 256 * int(np.abs(s).max(initial=0)) < 2 ** 53:
+        # One input: a plain weighted row sum (exact, integers < 2^53) is cheaper than a
+        # BLAS call, whose threads may wait for a busy core.
+        acc = (weights_t[sent] * s[0, sent, None]).sum(axis=0, dtype=np.float64)[None]
+        acc = acc.astype(np.int64)
+    elif sent.size < s.shape[1] // 2:
         acc = int_matmul(s[:, sent], weights_t[sent], b_max=256)
     else:
         acc = int_matmul(s, weights_t, b_max=256)  # Lava weights lie in [−256, 255]
