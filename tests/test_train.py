@@ -14,6 +14,7 @@ import torch
 from networks import simulate
 from networks.noise import shared_uniforms
 from networks.planted import planted_network
+from train.checkpoint import load_checkpoint
 from train.data import Dataset
 from train.model import IPVAEModel
 from train.noise import training_noise
@@ -132,7 +133,7 @@ def test_schedules():
 
 
 def _state(path):
-    return torch.load(Path(path) / "checkpoint.pt", weights_only=False)
+    return load_checkpoint(Path(path) / "checkpoint.pt")  # weights-only loading
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -152,6 +153,83 @@ def test_resume_continues_exactly(tmp_path):
     assert (tmp_path / "part" / "model.npz").is_file()
     assert (tmp_path / "part" / "loss.png").is_file()
     assert (tmp_path / "part" / "dictionary.png").is_file()
+
+
+class _Exploit:
+    """Pickles as a call that would create a file when unpickled."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def test_checkpoints_load_as_data_only(tmp_path):
+    target = tmp_path / "pwned"
+    bad = tmp_path / "evil" / "checkpoint.pt"
+    bad.parent.mkdir()
+    torch.save({"model": {}, "config": _Exploit(target)}, bad)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(bad)
+    assert not target.exists()  # the pickled call did not run
+    msg = str(info.value)
+    assert "\n" not in msg and str(bad) in msg and "not a readable checkpoint" in msg
+    # the same through train(resume=True) and the command line: a one-line error, exit 2
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        train(tiny_config(), bad.parent, dataset=tiny_dataset(), resume=True)
+    from ipvae.cli import main
+
+    assert main(["train", "--out", str(bad.parent), "--resume", "--no-progress"]) == 2
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("content,error", [
+    (torch.zeros(3), "holds a Tensor"),
+    ({"weights": torch.zeros(3)}, "missing model, optimizer, epoch"),
+    ({"model": {}, "optimizer": {}, "epoch": "2", "total_epochs": 4, "config": {},
+      "history": {}, "train_seconds": 1.0}, "'epoch' is a str"),
+    ({"model": {}, "optimizer": {}, "epoch": 2, "total_epochs": 4, "config": {"colour": 1},
+      "history": {}, "train_seconds": 1.0}, "unknown settings"),
+    ({"model": {"phi": torch.zeros(2)}, "optimizer": {}, "epoch": 2, "total_epochs": 4,
+      "config": tiny_config().to_dict(), "history": {}, "train_seconds": 1.0},
+     "does not fit its config"),
+])
+def test_a_torch_file_that_is_not_a_checkpoint_is_named(tmp_path, content, error):
+    path = tmp_path / "run" / "checkpoint.pt"
+    path.parent.mkdir()
+    torch.save(content, path)
+    with pytest.raises(ValueError) as info:
+        train(tiny_config(), path.parent, dataset=tiny_dataset(), resume=True)
+    msg = str(info.value)
+    assert error in msg and str(path) in msg and "\n" not in msg
+
+
+def test_resume_with_other_settings_is_an_error(tmp_path):
+    from ipvae.cli import main
+
+    ds = tiny_dataset()
+    train(tiny_config(), tmp_path / "run", dataset=ds, stop_after=1)
+    with pytest.raises(ValueError, match=r"beta 2\.0 \(saved 1\.0\); epochs 6 \(saved 4\)"):
+        train(tiny_config(epochs=6, beta=2.0), tmp_path / "run", dataset=ds, resume=True)
+    # settings that do not change the run may differ
+    train(tiny_config(eval_steps=3, progress=False, threads=2), tmp_path / "run", dataset=ds,
+          resume=True, stop_after=1)
+    assert _state(tmp_path / "run")["epoch"] == 2
+    # the command line: a differing --epochs or --data is named; unset settings are the run's
+    np.save(tmp_path / "x.npy", ds.x)
+    args = ["train", "--data", str(tmp_path / "x.npy"), "--latents", "16", "--t-train", "4",
+            "--batch", "20", "--epochs", "3", "--eval-steps", "0", "--threads", "1", "--beta", "1",
+            "--width", "6", "--no-progress", "--out", str(tmp_path / "cli")]
+    assert main(args + ["--stop-after", "1"]) == 0
+    assert main(["train", "--out", str(tmp_path / "cli"), "--resume", "--epochs", "5",
+                 "--no-progress"]) == 2
+    assert main(["train", "--out", str(tmp_path / "cli"), "--resume", "--data", "digits",
+                 "--no-progress"]) == 2
+    assert _state(tmp_path / "cli")["epoch"] == 1
+    assert main(["train", "--out", str(tmp_path / "cli"), "--resume", "--stop-after", "1",
+                 "--no-progress"]) == 0
+    assert _state(tmp_path / "cli")["epoch"] == 2
 
 
 def _free_port():

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 DECODERS = ("linear", "mlp", "conv")
 KL_FORMS = ("exact", "posterior")
+RUN_INDEPENDENT = ("progress", "threads", "eval_steps", "eval_n")
+"""Settings that do not change the trained parameters (free to differ on ``--resume``)."""
 
 
 @dataclass

@@ -3,8 +3,10 @@
 ``train(config, out)`` trains :class:`train.model.IPVAEModel` on a data set and
 writes to the folder ``out``:
 
-- ``checkpoint.pt`` after every epoch (atomic; only rank 0 writes), from which
-  ``resume=True`` continues exactly where it stopped;
+- ``checkpoint.pt`` after every epoch (atomic; only rank 0 writes; plain data,
+  loaded weights-only: ``train.checkpoint``), from which ``resume=True``
+  continues exactly where it stopped (a config that would change the run is an
+  error naming the differing settings);
 - ``model.npz``, the network file (linear decoder), whose ``meta`` holds the
   data set, its preprocessing, the config and the metrics;
 - ``metrics.json``; ``dictionary.png``, ``loss.png``, ``inference.png``
@@ -48,13 +50,13 @@ from tqdm.auto import tqdm
 
 from networks.progress import progress_bar
 
-from networks.network import atomic_write, save_network, write_json
+from networks.network import save_network, write_json
 from networks.plots import pyplot, save_figure
+from train.checkpoint import (CHECKPOINT, check_resume, load_checkpoint,  # noqa: F401
+                              resume_config, save_checkpoint, saved_config)
 from train.config import TrainConfig
 from train.model import IPVAEModel
 from train.noise import training_noise
-
-CHECKPOINT = "checkpoint.pt"
 
 
 # --- schedules (i: global iteration, n: total iterations) ----------------------------------
@@ -107,21 +109,6 @@ def _load_data(cfg: TrainConfig):
     return train
 
 
-# --- checkpoint -----------------------------------------------------------------------------
-def save_checkpoint(path: Path, state: dict):
-    """torch.save to a temporary file beside ``path``, then rename (atomic)."""
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # corrupted / not a checkpoint
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
-
-
 # --- main loop ------------------------------------------------------------------------------
 def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dataset=None,
           stop_after: int | None = None) -> dict:
@@ -143,11 +130,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
-        saved = dict(state["config"])
-        for k in ("progress", "threads", "eval_steps", "eval_n"):
-            saved[k] = getattr(cfg, k)
-        saved["adam_betas"] = tuple(saved["adam_betas"])
-        cfg = TrainConfig(**saved).check()
+        cfg = check_resume(cfg, saved_config(state, ckpt_path), ckpt_path)
     elif ckpt_path.exists():
         raise RuntimeError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that run, "
                            "or choose another --out")
@@ -173,8 +156,13 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                    epoch_seconds=[], lr=[])
     start_epoch, total_epochs, train_seconds = 0, cfg.epochs, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise ValueError(f"{ckpt_path}: checkpoint does not fit its config "
+                             f"({first[:200]})") from None
         start_epoch, total_epochs = state["epoch"], state["total_epochs"]
         history, train_seconds = state["history"], state["train_seconds"]
     net_model = model
@@ -223,9 +211,9 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
             bar.set_postfix(loss=f"{loss:.1f}", R2=f"{r2:.3f}", sparsity=f"{zeros:.3f}",
                             T=f"{s['temperature']:.2f}")
         history["lr"].append(lr)
-        history["epoch_loss"].append(sums[0] / sums[3])
-        history["epoch_r2"].append(sums[1] / sums[3])
-        history["epoch_zeros"].append(sums[2] / sums[3])
+        history["epoch_loss"].append(float(sums[0] / sums[3]))
+        history["epoch_r2"].append(float(sums[1] / sums[3]))
+        history["epoch_zeros"].append(float(sums[2] / sums[3]))
         history["epoch_max_u"].append(umax)
         history["epoch_seconds"].append(time.perf_counter() - t0)
         train_seconds += time.perf_counter() - t0

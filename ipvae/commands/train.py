@@ -3,6 +3,8 @@
 Runs single-process, or under ``torchrun --nproc_per_node P -m ipvae train ...``
 (gloo, each process its shard of every batch; only rank 0 writes).
 """
+from ipvae.checks import finite_float, nonnegative_int, positive_float, positive_int, seed
+
 NAME = "train"
 HELP = "train an iP-VAE and write runs/NAME/{model.npz, metrics.json, *.png}"
 
@@ -14,41 +16,59 @@ def add_arguments(p):
     p.add_argument("--data", default=d.data,
                    help="mnist | digits | patches | a .npy file or image folder (default mnist)")
     p.add_argument("--data-dir", help="mnist: folder with the full MNIST IDX files")
-    p.add_argument("--rotate", type=float, help="rotate every image by DEG degrees")
-    p.add_argument("--n-train", type=int, help="use only the first N training inputs")
-    p.add_argument("--latents", type=int, default=d.latents, help="K (default 512)")
-    p.add_argument("--t-train", type=int, default=d.t_train,
-                   help="inference steps unrolled in training (default 16)")
-    p.add_argument("--beta", type=float, default=d.beta, help=f"KL weight (default {d.beta})")
+    p.add_argument("--rotate", type=finite_float, help="rotate every image by DEG degrees")
+    p.add_argument("--n-train", type=positive_int, help="use only the first N training inputs")
+    p.add_argument("--latents", type=positive_int, default=d.latents,
+                   help=f"K (default {d.latents})")
+    p.add_argument("--t-train", type=positive_int, default=d.t_train,
+                   help=f"inference steps unrolled in training (default {d.t_train})")
+    p.add_argument("--beta", type=finite_float, default=d.beta,
+                   help=f"KL weight (default {d.beta})")
     p.add_argument("--kl", dest="kl_form", default=d.kl_form, choices=["exact", "posterior"],
                    help=f"Poisson KL form (default {d.kl_form})")
     p.add_argument("--decoder", default=d.decoder, choices=["linear", "mlp", "conv"],
                    help="linear (exportable) | mlp | conv (Jacobian feedback)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch", type=int, default=d.batch, help="global batch size")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--width", type=int, default=d.width, help="relaxed-sampler width W")
-    p.add_argument("--clamp-u", type=float, default=d.clamp_u)
-    p.add_argument("--clamp-du", type=float, default=d.clamp_du)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, help="torch.set_num_threads per process")
-    p.add_argument("--time-budget", type=float,
+    p.add_argument("--epochs", type=positive_int, default=d.epochs,
+                   help=f"passes over the training set (default {d.epochs})")
+    p.add_argument("--batch", type=positive_int, default=d.batch,
+                   help=f"global batch size (default {d.batch})")
+    p.add_argument("--lr", type=positive_float, default=d.lr,
+                   help=f"peak learning rate of Adamax (default {d.lr:g})")
+    p.add_argument("--width", type=positive_int, default=d.width,
+                   help=f"relaxed-sampler width W (default {d.width})")
+    p.add_argument("--clamp-u", type=finite_float, default=d.clamp_u,
+                   help=f"upper soft clamp of u (default {d.clamp_u:g})")
+    p.add_argument("--clamp-du", type=finite_float, default=d.clamp_du,
+                   help=f"upper soft clamp of du (default {d.clamp_du:g})")
+    p.add_argument("--seed", type=seed, default=d.seed,
+                   help=f"seed of initialisation, batches and noise (default {d.seed})")
+    p.add_argument("--threads", type=positive_int, help="torch.set_num_threads per process")
+    p.add_argument("--time-budget", type=positive_float,
                    help="minutes: fit the epochs (at most --epochs) to this budget and stop by it")
-    p.add_argument("--eval-steps", type=int, default=d.eval_steps,
-                   help="inference steps of the final evaluation on the held-out split (0: none)")
-    p.add_argument("--stop-after", type=int, help="run at most N epochs now (resume later)")
+    p.add_argument("--eval-steps", type=nonnegative_int, default=d.eval_steps,
+                   help=f"inference steps of the final evaluation on the held-out split "
+                        f"(0: none; default {d.eval_steps})")
+    p.add_argument("--stop-after", type=positive_int,
+                   help="run at most N epochs now (resume later)")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bars or per-epoch lines")
+    # unset settings stay None, so that --resume takes them from the saved run
+    p.set_defaults(**{k: None for k in FIELDS})
+
+
+FIELDS = ("data", "data_dir", "rotate", "n_train", "latents", "t_train", "beta", "kl_form",
+          "decoder", "epochs", "batch", "lr", "width", "clamp_u", "clamp_du", "seed",
+          "threads", "time_budget", "eval_steps")
 
 
 def run(args):
-    from train.trainer import TrainConfig, train
+    from train.trainer import TrainConfig, resume_config, train
 
-    fields = ("data", "data_dir", "rotate", "n_train", "latents", "t_train", "beta", "kl_form",
-              "decoder", "epochs", "batch", "lr", "width", "clamp_u", "clamp_du", "seed",
-              "threads", "time_budget", "eval_steps")
-    cfg = TrainConfig(**{k: getattr(args, k) for k in fields}, progress=not args.no_progress)
+    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
+    given["progress"] = not args.quiet
+    cfg = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
     res = train(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
     m = res["metrics"]
     if not m["finished"]:
