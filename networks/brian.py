@@ -83,7 +83,17 @@ def cache_dir() -> Path:
         path = (base / "ipvae" / "brian2-cython").resolve()
     if path == REPO_ROOT or REPO_ROOT in path.parents:
         path = Path(tempfile.gettempdir()) / f"ipvae-brian2-cython-{os.getuid()}"
-    path.mkdir(parents=True, exist_ok=True)
+    source = "$IPVAE_BRIAN2_CACHE" if env else "Brian2's cython cache"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{source} {path} is not a folder; point $IPVAE_BRIAN2_CACHE at one")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{source} {path} cannot be created ({err.strerror}); point "
+                         f"$IPVAE_BRIAN2_CACHE at a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{source} {path} is not writable; point $IPVAE_BRIAN2_CACHE at "
+                         f"a writable folder")
     return path
 
 
