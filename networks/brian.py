@@ -99,7 +99,8 @@ def cache_dir() -> Path:
 
 def _configure(brian2, target):
     prefs = brian2.prefs
-    prefs.codegen.runtime.cython.cache_dir = str(cache_dir())
+    if target == "cython":
+        prefs.codegen.runtime.cython.cache_dir = str(cache_dir())
     prefs.codegen.target = "cython" if target == "cython" else "numpy"
 
 
