@@ -5,7 +5,7 @@ that a Lava user can drop it into a graph: connect a source (e.g. a
 ``RingBuffer`` holding x) to ``x_in`` and read ``s_out`` (graded spike counts)
 and ``u_out`` (membrane potentials) with an ``Extractor`` or ``Monitor``.
 
-Topologies (both compute the recurrence of DESIGN.md §1 and, under the same
+Topologies (both compute the recurrence of design §1.1 and, under the same
 noise, the reference simulator's raster):
 
 - ``folded`` (the Loihi form): x_in → Dense(Φᵀ/σ²) → latent; latent →

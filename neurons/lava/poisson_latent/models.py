@@ -12,7 +12,7 @@ step) and ``fire`` (the spike counts), as Lava's ``AbstractPyLifModelFloat`` /
   the reference runs it (the reference's counts, its potentials to rounding).
 - ``PyPoissonLatentModelFixed`` (``fixed_pt``): integers only, the step of
   ``neurons.fixed`` (the one the integer emulator runs), with the quantized
-  parameters of a ``hardware.quantize`` file named by ``fixed_path``.
+  parameters of a ``hardware.quantize`` file passed as the Process's ``fixed``.
 """
 from __future__ import annotations
 

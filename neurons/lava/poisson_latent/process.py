@@ -1,7 +1,7 @@
 """Interface of the Poisson latent neuron Process (ports, Vars, equations; no behaviour).
 
 Each of the K neurons holds a membrane potential u (a log-rate, in nats of
-spikes per inference step).  One inference step t (DESIGN.md §1):
+spikes per inference step).  One inference step t (design §1.1):
 
     z_t     = F⁻¹_Poisson(ξ_t; e^{u_t})                         # graded spike count, ≥ 0
     u_{t+1} = clamp(u_t + clamp(η · (a_t + drive − b), c_du), c_u)
@@ -31,7 +31,7 @@ With ``steps=None`` the neurons run one endless sample (u₀ at s = 1).
 
 Noise: ξ_t (K uniforms in [0, 1)) for sample n comes from
 ``numpy.random.Generator(numpy.random.Philox(key=[seed, offset + n]))`` drawn
-K at a time in (t, k) order, the shared stream of DESIGN.md §2
+K at a time in (t, k) order, the shared stream of design §2.2
 (``networks.noise.sample_stream``), or from an explicit (T, N, K) ``.npy``
 file given as ``noise_path`` (memory-mapped; ξ[t, n]).
 """
