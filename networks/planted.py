@@ -33,9 +33,11 @@ def planted_inputs(net: IPVAENetwork, n: int, n_active: int, seed: int = 0, offs
     if not 0 < n_active <= k:
         raise ValueError(f"n_active must lie in 1..{k}, got {n_active}")
     codes = np.zeros((n, k))
-    for row, i in zip(codes, range(offset, offset + n)):
-        row[:] = planted_codes(1, k, n_active, np.random.default_rng([seed, 1, i]))[0]
-    return codes @ net.phi.T, codes
+    x = np.empty((n, net.input_dim))
+    for row, i in enumerate(range(offset, offset + n)):
+        codes[row] = planted_codes(1, k, n_active, np.random.default_rng([seed, 1, i]))[0]
+        np.matmul(net.phi, codes[row], out=x[row])  # row by row: the same bits in any batch
+    return x, codes
 
 
 def planted_network(input_dim: int, n_latents: int, n_active: int, seed: int = 0,
