@@ -236,3 +236,18 @@ def test_lava_fixed_pt_explicit_noise_and_offset(planted32):
     emu = simulate(net, x[:2], 12, backend="fixed", noise=noise, offset=5)
     _assert_bit_exact(simulate(net, x[:2], 12, backend="lava-fixed", noise=noise, offset=5),
                       emu)
+
+
+def test_saturation_is_defined_and_counted(planted32):
+    """Counts above the payload clip at 2^count_bits − 1 and inputs beyond the 24-bit Q.12
+    payload clip at its edge; both are counted in the trace's info."""
+    net, x, _ = planted32
+    q = quantize(net, count_bits=4)
+    tr = simulate(net, x[:4], 16, backend="fixed", quantized=q, seed=1)
+    full = simulate(net, x[:4], 16, backend="fixed", seed=1)
+    assert full.info["saturation"]["counts"] == 0 and full.spikes.max() > 15
+    assert tr.spikes.max() == 15
+    # counted: draws above 15 (a draw of exactly 15 is not a saturation)
+    assert 0 < tr.info["saturation"]["counts"] <= int((tr.spikes == 15).sum())
+    big = simulate(net, np.full((2, net.input_dim), 5000.0), 2, backend="fixed", seed=1)
+    assert big.info["saturation"]["inputs"] == 2 * net.input_dim
