@@ -251,3 +251,68 @@ def test_saturation_is_defined_and_counted(planted32):
     assert 0 < tr.info["saturation"]["counts"] <= int((tr.spikes == 15).sum())
     big = simulate(net, np.full((2, net.input_dim), 5000.0), 2, backend="fixed", seed=1)
     assert big.info["saturation"]["inputs"] == 2 * net.input_dim
+
+
+USER_GRAPH_FIXED = """
+import sys, numpy as np
+from networks import load_network
+from neurons.fixed import input_payload
+from lava.proc.io.source import RingBuffer
+from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.magma.core.run_conditions import RunSteps
+from neurons.lava.ipvae_net.process import IPVAENet
+
+net_path, q_path, x_path, out_path, T, seed = sys.argv[1:7]
+net, x, T, seed = load_network(net_path), np.load(x_path), int(T), int(seed)
+with np.load(q_path, allow_pickle=False) as f:
+    fixed = {k: f[k] for k in f.files}
+payload = input_payload(x, int(fixed["x_frac"]))[0].astype(np.int32)
+src = RingBuffer(data=payload[:, None])                 # x as Q.12 graded payloads
+ipvae = IPVAENet(net, steps=T, seed=seed, fixed=fixed)
+spikes = Extractor(shape=(net.n_latents,), buffer_size=ipvae.period)
+us = Extractor(shape=(net.n_latents,), buffer_size=ipvae.period)
+src.s_out.connect(ipvae.x_in)
+ipvae.s_out.connect(spikes.in_port)
+ipvae.u_out.connect(us.in_port)
+cfg = Loihi2SimCfg(select_tag="fixed_pt", select_sub_proc_model=True,
+                   exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+try:
+    ipvae.run(RunSteps(ipvae.period), cfg)
+    z = np.array([spikes.receive() for _ in range(ipvae.period)])[ipvae.spike_steps]
+    u = np.array([us.receive() for _ in range(ipvae.period)])[ipvae.u_steps]
+finally:
+    ipvae.stop()
+np.savez(out_path, z=z, u=u)
+"""
+
+
+def test_lava_fixed_pt_user_graph_with_the_input_port(planted32, tmp_path):
+    """RingBuffer(x payload) → IPVAENet(fixed=...).x_in (a fixed_pt Dense computes the drive
+    every step) → Extractors: the emulator's counts and integer potentials."""
+    require("lava")
+    import os
+    import subprocess
+    import sys
+
+    from networks import save_network
+
+    net, x, _ = planted32
+    steps, seed = 12, 4
+    q = quantize(net, weight_bits=7)
+    save_network(net, tmp_path / "net.npz")
+    save_quantized(q, tmp_path / "q.npz")
+    np.save(tmp_path / "x.npy", x[3])
+    (tmp_path / "graph.py").write_text(USER_GRAPH_FIXED)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(tmp_path / "graph.py"), str(tmp_path / "net.npz"),
+                           str(tmp_path / "q.npz"), str(tmp_path / "x.npy"),
+                           str(tmp_path / "out.npz"), str(steps), str(seed)],
+                          env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True,
+                          text=True, timeout=240, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    emu = simulate(net, x[3], steps, backend="fixed", quantized=q, seed=seed)
+    assert emu.spikes.sum() > 0
+    with np.load(tmp_path / "out.npz") as got:
+        np.testing.assert_array_equal(got["z"], emu.spikes[:, 0])
+        np.testing.assert_array_equal(got["u"], np.rint(emu.u[:, 0] * 4096).astype(np.int64))
