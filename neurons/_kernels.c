@@ -290,7 +290,7 @@ static PyObject *uniforms(PyObject *self, PyObject *const *args, Py_ssize_t narg
 PyDoc_STRVAR(vector_math_doc,
 "vector_math(on=None) -> bool\n\n"
 "Whether spikes and membrane compute exp and log1p with libmvec (AVX2); on=True/False\n"
-"asks for it / for scalar libm (numpy's numbers bit for bit).  Returns the setting in force.");
+"asks for it / for scalar libm.  Returns the setting in force.");
 
 static PyObject *vector_math(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {

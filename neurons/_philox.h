@@ -1,4 +1,4 @@
-/* The shared-noise streams of DESIGN.md §2, computed directly from their counters.
+/* The shared-noise streams of design §2.2, computed directly from their counters.
  *
  * Sample n's uniforms are numpy's Generator(Philox(key=[seed, n])).random(),
  * drawn in order.  Philox4x64-10 (Salmon et al., "Parallel random numbers: as

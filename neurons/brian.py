@@ -78,7 +78,7 @@ NEW_INPUT = "u = u0\nff = {drive}"
 
 INTEGRATE = ("u = ipvae_clamp(u + ipvae_clamp(eta * (ff + fb - b), clamp_du), clamp_u)\n"
              "fb = 0")
-"""Membrane update of DESIGN.md §1 (``eta``, ``clamp_du``, ``clamp_u`` from the namespace)."""
+"""Membrane update of design §1.1 (``eta``, ``clamp_du``, ``clamp_u`` from the namespace)."""
 
 THRESHOLD = "z > 0"
 """A neuron emits a Brian2 spike event in every step in which its count is positive."""

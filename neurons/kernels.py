@@ -1,13 +1,15 @@
 """The reference simulator's per-step kernels, compiled, with a numpy fallback.
 
-``neurons/_kernels.c`` runs the recipes of :mod:`neurons.poisson` (the inverse
+``neurons/_kernels.c`` runs the recipe of ``neurons/recipe.h`` (the inverse
 CDF fused with the rate e^u, and ``membrane_update``) with the same float64
-operations in the same order; exp and log1p come from glibc's vector library
-(libmvec, AVX2) where it runs, which rounds within 1–2 ulp of the scalar libm
-numpy calls.  So counts equal numpy's except where ξ lies within rounding of a
-CDF step (DESIGN.md §2), and potentials agree to rounding;
-``vector_math(False)`` switches to scalar libm, and then both equal numpy's bit
-for bit.  The module also holds the event-driven read-out and the shared-noise
+operations in the same order as :mod:`neurons.poisson`; exp and log1p come from
+glibc's vector library (libmvec, AVX2) where it runs, else from scalar libm
+(``vector_math(False)``).  numpy's exp may be libm's or its own SIMD code (on
+AVX-512), so neither mode equals numpy bit for bit on every CPU; both meet the
+contract of design §2.1: rates within ``EXP_ULP_TOLERANCE`` ulp of the exact
+exp, potentials within ``POTENTIAL_TOLERANCE``, and counts equal to the
+recipe's except where ξ lies within rounding of a CDF step
+(``count_flip_tolerance``).  The module also holds the event-driven read-out and the shared-noise
 generator (numpy's Philox streams computed from their counters, bit for bit).
 
 It is built by ``pip install`` (``setup.py``); where it could not be built,
@@ -78,7 +80,7 @@ def readout(z, phi_t, out):
 
 
 def uniforms(out, seed: int, first_index: int, first_step: int):
-    """out (steps, N, K) ← ξ of DESIGN.md §2 for those samples and steps (float64, C-contiguous).
+    """out (steps, N, K) ← ξ of design §2.2 for those samples and steps (float64, C-contiguous).
 
     out[s, n] is positions (first_step + s)·K … of the stream
     ``Generator(Philox(key=[seed, first_index + n]))``: the same numbers,

@@ -1,4 +1,7 @@
-"""The latent neuron's mathematics: sampler, KL, clamps (DESIGN.md §1-2)."""
+"""The latent neuron's mathematics: sampler, KL, clamps (design §1-2).
+
+Tests marked ``numerics`` run twice in CI, the second time with numpy's SIMD dispatch off
+(``make test-numerics-nosimd``): they hold whichever exp numpy runs."""
 import math
 
 import numpy as np
@@ -6,11 +9,14 @@ import pytest
 from scipy import stats
 from scipy.special import gammaln
 
-from neurons.poisson import clamp, membrane_update, poisson_icdf, poisson_kl, softclamp_upper
+from neurons.poisson import (EXP_ULP_TOLERANCE, ICDF_CAP_EXTRA, ICDF_CAP_SIGMAS,
+                             ICDF_START_SIGMAS, clamp, membrane_update, poisson_icdf, poisson_kl,
+                             softclamp_upper)
 
 RATES = np.geomspace(1e-3, math.exp(10), 41)
 
 
+@pytest.mark.numerics
 def test_icdf_equals_scipy_ppf_on_a_grid_away_from_cdf_steps():
     xi = np.linspace(0.0005, 0.9995, 400)
     r, q = np.meshgrid(RATES, xi)
@@ -26,10 +32,15 @@ def test_icdf_equals_scipy_ppf_on_a_grid_away_from_cdf_steps():
 
 
 def _scalar_recipe(xi, r):
-    """The docstring's scalar recipe, literally (what Brian2's C code runs)."""
-    m = math.floor(max(r - 10 * math.sqrt(r), 0.0))
-    p = math.exp((m * math.log(r) if m > 0 else 0.0) - r - float(gammaln(m + 1.0)))
-    cdf, cap = p, r + 20 * math.sqrt(r) + 30
+    """The docstring's scalar recipe, literally (recipe.h's), with numpy's exp and log and
+    scipy's gammaln, so that it rounds as the vectorised code does on any CPU."""
+    s = ICDF_START_SIGMAS
+    m = math.floor(max(r - s * math.sqrt(r), 0.0))
+    if r > s * s:
+        p = float(np.exp((m * np.log(r) if m > 0 else 0.0) - r - gammaln(m + 1.0)))
+    else:
+        p = float(np.exp(-r))
+    cdf, cap = p, r + ICDF_CAP_SIGMAS * math.sqrt(r) + ICDF_CAP_EXTRA
     while cdf < xi and m < cap:
         m += 1
         p *= r / m
@@ -37,6 +48,7 @@ def _scalar_recipe(xi, r):
     return m
 
 
+@pytest.mark.numerics
 def test_vectorised_icdf_is_the_scalar_recipe_bit_for_bit():
     rng = np.random.default_rng(3)
     r = np.exp(rng.uniform(-7, 10, 3000))
@@ -90,6 +102,23 @@ def test_kl_equals_the_directly_summed_poisson_kl(u_post, u_prior):
         poisson_kl(u_post, u_prior, form="nope")
 
 
+@pytest.mark.numerics
+def test_numpy_exp_meets_the_rate_contract():
+    """Rates from numpy's exp (its SIMD loop or libm, whichever this CPU dispatches) lie
+    within EXP_ULP_TOLERANCE ulp of the correctly rounded exp (mpmath)."""
+    import mpmath
+
+    mpmath.mp.prec = 113
+    u = np.concatenate([np.linspace(-745.0, 709.0, 4001), np.linspace(-9.0, 10.0, 4001)])
+    exact = np.array([float(mpmath.exp(mpmath.mpf(float(v)))) for v in u])
+    got = np.exp(u)
+    normal = exact >= np.finfo(np.float64).tiny  # subnormal results carry fewer bits
+    ulps = np.abs(got.view(np.int64) - exact.view(np.int64))
+    assert ulps[normal].max() <= EXP_ULP_TOLERANCE
+    np.testing.assert_allclose(got[~normal], exact[~normal], rtol=0, atol=4 * 2.0**-1074)
+
+
+@pytest.mark.numerics
 def test_clamps_floor_ceiling_and_identity_below():
     x = np.array([-1e9, -20.0, -8.0, 0.0, 3.0, 9.9, 1e9])
     y = clamp(x, 10.0)
@@ -101,6 +130,7 @@ def test_clamps_floor_ceiling_and_identity_below():
     assert softclamp_upper(2.0, 7.0) == pytest.approx(2.0 - math.log1p(math.exp(-5.0)))
 
 
+@pytest.mark.numerics
 def test_membrane_update_follows_design_equation():
     u = np.array([-2.0, 0.5, 7.5])
     fb = np.array([1.0, -3.0, 1e6])
@@ -126,6 +156,7 @@ def test_kl_on_torch_tensors_is_the_same_formula_and_differentiable():
                                rtol=1e-12)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("row_loop_above,scalar_below", [(0, 0), (10**9, 0), (10**9, 10**9)])
 def test_every_vectorisation_path_gives_the_same_counts(monkeypatch, row_loop_above, scalar_below):
     """Row loop, cumprod blocks and the plain-float loop are the same recipe bit for bit."""
