@@ -4,8 +4,9 @@ A table of implementations (``IMPLEMENTATIONS``: numpy, the compiled kernels in 
 modes, Brian2's numpy, cython and cpp_standalone functions) runs probes whose answers follow
 from the header's constants alone: ξ = 0 returns the start of the search, ξ above 1 runs it to
 the cap, rate 0 fires nothing, and potentials below the floor or at the ceiling clamp to
-values computed exactly (mpmath) from the parsed constants.  Editing a constant in one place
-only makes a row fail.  To add an implementation, add a row: a function returning
+values computed exactly (mpmath) from the parsed constants.  An implementation that does not
+take its constants from the header (or was not rebuilt after an edit) fails its row.  To add
+an implementation, add a row: a function returning
 ``(fire(xi, u) -> (rate, counts), membrane(u, fb, eta, b, c_u, c_du) -> u')``.
 """
 import json
@@ -157,14 +158,14 @@ def _cap_count(r):
     return math.ceil(r + CAP_SIGMAS * math.sqrt(r) + CAP_EXTRA)
 
 
-def _exact_clamp(x, c):
+def exact_clamp(x, c):
     v = max(mpmath.mpf(x), mpmath.mpf(FLOOR))
     return mpmath.mpf(c) - mpmath.log1p(mpmath.exp(mpmath.mpf(c) - v))
 
 
 def _exact_membrane(u, fb, eta, b, cu, cdu):
-    du = _exact_clamp(float((fb - b) * eta), cdu)  # the product rounds alike everywhere
-    return float(_exact_clamp(mpmath.mpf(u) + du, cu))
+    du = exact_clamp(float((fb - b) * eta), cdu)  # the product rounds alike everywhere
+    return float(exact_clamp(mpmath.mpf(u) + du, cu))
 
 
 def exact_cdf(k, r):
