@@ -121,3 +121,12 @@ def output_folder(path, produces, option: str = "--out", force: bool = False) ->
             raise UserError(f"{option} {path} already holds {', '.join(existing)} from an "
                             f"earlier run; choose another folder or pass --force to replace them")
     return path
+
+
+def run_folder(path, option: str = "--out") -> Path:
+    """Check a folder a command writes into and may resume from (``train --out``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} exists and is not a directory")
+    _writable_folder(path, option, path)
+    return path

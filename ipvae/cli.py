@@ -60,7 +60,11 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``ipvae ARGV``; returns the exit status (argparse's usage errors and --help too)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
     name = f"ipvae {args.command}"
     try:
         return int(args._run(args) or 0)

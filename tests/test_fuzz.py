@@ -159,6 +159,8 @@ def test_degenerate_parameters_are_refused_by_the_constructor_too():
     (["demo", "--backends", "reference", "--out", "d"], "two different backends"),
     (["train", "--lr", "0", "--out", "r"], "must be a finite number > 0"),
     (["train", "--epochs", "0", "--out", "r"], "--epochs: must be >= 1"),
+    (["train", "--out", "NET"], "is not a directory"),
+    (["train", "--out", "NET/run"], "is not a directory"),
 ])
 def test_bad_options_and_outputs_are_one_line_usage_errors(work, capsys, argv, message):
     (work / "sub").mkdir()

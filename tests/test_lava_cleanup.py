@@ -103,3 +103,24 @@ def _run_and_signal(tmpdir: Path, mark: str, signum: int) -> None:
     assert _marked(mark) == []
     assert _leaked(shm_before) == set()
     assert list(tmpdir.iterdir()) == []  # no ipvae-lava-*, no pymp-*
+
+
+def test_failed_and_timed_out_runs_leave_no_temporary_folder(monkeypatch):
+    """A model that raises, and a run past its timeout: no ipvae-lava-* nor pymp-* left."""
+    require("lava")
+    from networks import planted_network, simulate
+
+    net, x, _ = planted_network(6, 5, 2, seed=3, n_inputs=1)
+    tmpdir = Path(tempfile.mkdtemp(prefix="ipvc-"))
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        with pytest.raises(RuntimeError, match="timed out"):
+            simulate(net, x, 1_000_000, backend="lava", timeout=3.0, record=[])
+        assert list(tmpdir.iterdir()) == []
+        monkeypatch.setenv("IPVAE_LAVA_FAIL_AT", "3")
+        with pytest.raises(RuntimeError, match="forced failure"):
+            simulate(net, x, 5, backend="lava")
+        assert list(tmpdir.iterdir()) == []
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
