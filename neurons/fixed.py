@@ -48,6 +48,15 @@ SPLIT_RATE = 16              # rate parts of at most 16 spikes/step
 SUBDRAW_STRIDE = 1 << 12     # counter slots per (step, neuron): ≥ e^11/16 parts
 ICDF_TERMS = 126             # ≥ 16 + 20·√16 + 30 (the float recipe's cap at r = 16)
 
+try:
+    from neurons import _fixed
+except ImportError:  # built without a C compiler: numpy computes the same integers
+    _fixed = None
+if _fixed is not None and _fixed.constants() != (U_FRAC, R_FRAC, P_FRAC, LUT_STEP_BITS, EXP_LO,
+                                                 EXP_HI, SPLIT_RATE, SUBDRAW_STRIDE,
+                                                 ICDF_TERMS):
+    _fixed = None  # a stale build: its formats are not these
+
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -127,8 +136,28 @@ def _icdf_part(V: np.ndarray, R: np.ndarray, negexp_lut: np.ndarray) -> np.ndarr
     return m.reshape(shape)
 
 
+def compiled() -> bool:
+    """True when the compiled counts (``neurons/_fixed.c``) are in use."""
+    return _fixed is not None
+
+
 def counts(U: np.ndarray, keys: np.ndarray, t: int, exp_lut: np.ndarray,
            negexp_lut: np.ndarray, first=None):
+    """Spike counts z_t (int64, same shape as U (N, K)) and rates R (see ``counts_numpy``);
+    computed by ``neurons/_fixed.c`` where it is built (the same integers)."""
+    if _fixed is None:
+        return counts_numpy(U, keys, t, exp_lut, negexp_lut, first)
+    U = np.ascontiguousarray(U, dtype=np.int64)
+    z, R = np.empty_like(U), np.empty_like(U)
+    _fixed.counts(U, np.ascontiguousarray(keys, dtype=np.uint64), int(t),
+                  np.ascontiguousarray(exp_lut, dtype=np.int64),
+                  np.ascontiguousarray(negexp_lut, dtype=np.int64),
+                  None if first is None else np.ascontiguousarray(first, dtype=np.int64), z, R)
+    return z, R
+
+
+def counts_numpy(U: np.ndarray, keys: np.ndarray, t: int, exp_lut: np.ndarray,
+                 negexp_lut: np.ndarray, first=None):
     """Spike counts z_t (int64, same shape as U (N, K)) and rates R.
 
     keys : (N,) uint64 stream keys (``stream_keys``) of the N rows; t : inference step.

@@ -316,3 +316,23 @@ def test_lava_fixed_pt_user_graph_with_the_input_port(planted32, tmp_path):
     with np.load(tmp_path / "out.npz") as got:
         np.testing.assert_array_equal(got["z"], emu.spikes[:, 0])
         np.testing.assert_array_equal(got["u"], np.rint(emu.u[:, 0] * 4096).astype(np.int64))
+
+
+def test_compiled_counts_equal_numpy():
+    """neurons/_fixed.c computes neurons.fixed.counts_numpy's integers exactly: low and huge
+    rates (up to ~1,400 parts), seeded and explicit uniforms, odd shapes."""
+    require("neurons._fixed")
+    assert fixed.compiled()
+    luts = build_luts()
+    rng = np.random.default_rng(1)
+    for trial, shape in enumerate([(7, 300), (1, 37), (3, 512)]):
+        U = rng.integers(-9 * 4096, 10 * 4096, shape)
+        U[0, :5] = [-9 * 4096, -8 * 4096, 0, 16 * 4096 // 4, 10 * 4096]
+        keys = fixed.stream_keys(trial, np.arange(shape[0]) + 11)
+        for first in (None, rng.integers(0, 2 ** 32, shape)):
+            want = fixed.counts_numpy(U, keys, 3 + trial, luts["exp_lut"], luts["negexp_lut"],
+                                      first)
+            got = fixed.counts(U, keys, 3 + trial, luts["exp_lut"], luts["negexp_lut"], first)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+            assert want[0].max() > 1000 and (want[0] == 0).any()
