@@ -244,7 +244,7 @@ def test_two_processes_equal_one_with_the_combined_batch(tmp_path):
     np.save(data, (rng.random((60, 16)) * (rng.random((60, 16)) < 0.5)).astype(np.float32))
     args = ["-m", "ipvae", "train", "--data", str(data), "--latents", "8", "--t-train", "4",
             "--batch", "8", "--epochs", "1", "--eval-steps", "0", "--threads", "1",
-            "--beta", "1", "--no-progress"]
+            "--beta", "1", "--no-progress", "--allow-collapse"]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=300)
@@ -315,3 +315,49 @@ def test_hand_written_bptt_equals_autograd(kl_form, temperature, dense):
         torch.testing.assert_close(ga[k], gb[k], rtol=1e-8, atol=1e-10 * float(gb[k].abs().max()))
     last = model(x, 6, noise, beta=3.0, kl_form=kl_form, r2_steps="last")["r2"]
     torch.testing.assert_close(last, a["r2"][-1:], rtol=1e-9, atol=1e-9)
+
+
+def test_collapse_detection_tells_a_working_model_from_a_collapsed_one():
+    from train.health import held_out_health
+
+    net, x, _ = planted_network(64, 32, 4, seed=1, n_inputs=40)
+    model = IPVAEModel.from_network(net, dtype=torch.float32)
+    model.set_schedule(0.3)
+    h = held_out_health(model, torch.as_tensor(x, dtype=torch.float32), 60, seed=0)
+    assert not h["collapsed"] and h["r2"] > 0.5 and h["active"] > 0, h
+    assert model.latent.temperature == pytest.approx(0.3)  # the schedule is restored
+    with torch.no_grad():  # silence the latents (rate e^-8) and the decoder
+        model.latent.u0.fill_(-8.0)
+        model.latent.log_bias.fill_(5.0)
+        model.decoder.phi.zero_()
+    h = held_out_health(model, torch.as_tensor(x[:4], dtype=torch.float32), 1, seed=0)
+    assert h["collapsed"] and h["active"] == 0 and h["r2"] <= 0
+    assert "no latent fires" in h["reasons"] and any("R²" in r for r in h["reasons"])
+    with torch.no_grad():  # σ at its floor on every pixel, flat reconstruction
+        model.log_sigma_raw.fill_(-40.0)
+    h = held_out_health(model, torch.as_tensor(x, dtype=torch.float32), 5, seed=0)
+    assert h["sigma_floor"] == 1.0 and any("floor" in r for r in h["reasons"])
+
+
+def test_a_collapsed_training_is_reported_and_fails_the_command(tmp_path, capsys):
+    import json
+
+    from ipvae.cli import main
+
+    ds = tiny_dataset()
+    np.save(tmp_path / "x.npy", ds.x)
+    # a learning rate of 1e-12: nothing is learned, Φ stays ~1e-4, the reconstruction is 0
+    args = ["train", "--data", str(tmp_path / "x.npy"), "--latents", "16", "--t-train", "4",
+            "--batch", "20", "--epochs", "2", "--eval-steps", "0", "--threads", "1",
+            "--beta", "1", "--width", "6", "--lr", "1e-12", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 1
+    out, err = capsys.readouterr()
+    assert "COLLAPSED: held-out R²" in out and "--allow-collapse" in err
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["collapsed"] is True and metrics["held_out"]["r2"] <= 0
+    assert metrics["held_out"]["inputs"] == "test split"
+    assert (tmp_path / "a" / "model.npz").is_file()  # the run is still written
+    assert main(args + ["--out", str(tmp_path / "b"), "--allow-collapse"]) == 0
+    # every epoch is measured and kept in the checkpoint's history (plain data)
+    health = _state(tmp_path / "b")["history"]["health"]
+    assert len(health) == 2 and all(h["collapsed"] for h in health)

@@ -55,8 +55,12 @@ from networks.plots import pyplot, save_figure
 from train.checkpoint import (CHECKPOINT, check_resume, load_checkpoint,  # noqa: F401
                               resume_config, save_checkpoint, saved_config)
 from train.config import TrainConfig
+from train.health import describe, held_out_health, held_out_inputs
 from train.model import IPVAEModel
 from train.noise import training_noise
+
+HEALTH_N = 200
+"""Held-out inputs collapse detection runs on after every epoch."""
 
 
 # --- schedules (i: global iteration, n: total iterations) ----------------------------------
@@ -109,6 +113,28 @@ def _load_data(cfg: TrainConfig):
     return train
 
 
+def _held_out(cfg: TrainConfig, data, dataset, test_dataset):
+    """(x (n, D), where from): the inputs collapse detection runs on each epoch: the test
+    split's first ``HEALTH_N`` (``test_dataset`` if given), or, when the caller passed
+    its own training ``dataset`` and no test set, that set's first inputs."""
+    if test_dataset is None and dataset is None:
+        from train.data import load_dataset
+
+        test_dataset = load_dataset(cfg.data, "test", seed=cfg.seed, rotate=cfg.rotate,
+                                    data_dir=cfg.data_dir)
+    if test_dataset is not None:
+        return held_out_inputs(test_dataset, HEALTH_N), "test split"
+    return held_out_inputs(data, HEALTH_N), "training inputs (no test set given)"
+
+
+def _health_postfix(history) -> dict:
+    if not history["health"]:
+        return {}
+    h = history["health"][-1]
+    return dict(held_R2=f"{h['r2']:.3f}", active=f"{h['active']:.2f}",
+                **({"COLLAPSED": "yes"} if h["collapsed"] else {}))
+
+
 # --- main loop ------------------------------------------------------------------------------
 def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dataset=None,
           stop_after: int | None = None) -> dict:
@@ -153,7 +179,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
     local_batch = cfg.batch // world
     iters_per_epoch = math.ceil(len(sampler) / local_batch)
     history = dict(loss=[], epoch_loss=[], epoch_r2=[], epoch_zeros=[], epoch_max_u=[],
-                   epoch_seconds=[], lr=[])
+                   epoch_seconds=[], lr=[], health=[])
     start_epoch, total_epochs, train_seconds = 0, cfg.epochs, 0.0
     if state is not None:
         try:
@@ -165,6 +191,9 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                              f"({first[:200]})") from None
         start_epoch, total_epochs = state["epoch"], state["total_epochs"]
         history, train_seconds = state["history"], state["train_seconds"]
+        history.setdefault("health", [])
+    x_held, held_from = (_held_out(cfg, data, dataset, test_dataset) if rank == 0
+                         else (None, None))
     net_model = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -209,7 +238,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
             sums += (loss, r2, zeros, 1.0)
             history["loss"].append(loss)
             bar.set_postfix(loss=f"{loss:.1f}", R2=f"{r2:.3f}", sparsity=f"{zeros:.3f}",
-                            T=f"{s['temperature']:.2f}")
+                            T=f"{s['temperature']:.2f}", **_health_postfix(history))
         history["lr"].append(lr)
         history["epoch_loss"].append(float(sums[0] / sums[3]))
         history["epoch_r2"].append(float(sums[1] / sums[3]))
@@ -218,10 +247,13 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
         history["epoch_seconds"].append(time.perf_counter() - t0)
         train_seconds += time.perf_counter() - t0
         epoch += 1
+        if rank == 0:
+            history["health"].append(held_out_health(model, x_held, cfg.t_train, cfg.seed))
         if rank == 0 and cfg.progress:
             tqdm.write(f"epoch {epoch}/{total_epochs}: loss {history['epoch_loss'][-1]:.2f} "
                        f"R² {history['epoch_r2'][-1]:.3f} sparsity {history['epoch_zeros'][-1]:.3f} "
-                       f"({history['epoch_seconds'][-1]:.1f} s)")
+                       f"({history['epoch_seconds'][-1]:.1f} s); "
+                       f"{describe(history['health'][-1])}")
         if cfg.time_budget is not None:
             budget = cfg.time_budget * 60.0
             if epoch == 1 and state is None:  # fit the schedule to the budget (≤ cfg.epochs)
@@ -254,6 +286,10 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                    final_train_r2=history["epoch_r2"][-1] if history["epoch_r2"] else None,
                    final_train_sparsity=history["epoch_zeros"][-1] if history["epoch_zeros"] else None,
                    processes=world)
+    if rank == 0 and history["health"]:
+        last = history["health"][-1]
+        metrics.update(held_out=dict(last, inputs=held_from), collapsed=last["collapsed"],
+                       collapse_reasons=last["reasons"])
     model.set_schedule(0.0)
     finished = epoch >= total_epochs or budget_stopped
     if rank == 0:

@@ -54,6 +54,9 @@ def add_arguments(p):
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress bars or per-epoch lines")
+    p.add_argument("--allow-collapse", action="store_true",
+                   help="exit 0 even if the model collapsed (no latent fires or held-out "
+                        "R² <= 0 after the last epoch; exit 1 otherwise)")
     # unset settings stay None, so that --resume takes them from the saved run
     p.set_defaults(**{k: None for k in FIELDS})
 
@@ -64,8 +67,13 @@ FIELDS = ("data", "data_dir", "rotate", "n_train", "latents", "t_train", "beta",
 
 
 def run(args):
+    import sys
+
     from train.trainer import TrainConfig, resume_config, train
 
+    from ipvae.checks import run_folder
+
+    run_folder(args.out)
     given = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
     given["progress"] = not args.quiet
     cfg = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
@@ -83,5 +91,11 @@ def run(args):
         line += ", held-out R² (spikes) " + ", ".join(f"t={t}: {v:.3f}" for t, v in r2.items())
         if ev.get("probe"):
             line += f", probe {ev['probe']['rates'][-1]:.3f} (pixels {ev['probe']['pixels']:.3f})"
+    if m.get("collapsed"):
+        line += "; COLLAPSED: " + "; ".join(m["collapse_reasons"])
     print(line)
+    if m.get("collapsed") and not args.allow_collapse:
+        print(f"training collapsed (see 'held_out' in {args.out}/metrics.json); pass "
+              "--allow-collapse to accept it", file=sys.stderr)
+        return 1
     return 0
