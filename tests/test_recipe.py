@@ -126,8 +126,51 @@ def _brian(target):
     return make
 
 
+def _torch_step():
+    """The training step (neurons.torch_step) in float64 at temperature 0: torch's exp and
+    clamp, the shared inverse CDF."""
+    torch = require("torch")
+    from neurons import torch_step
+
+    def fire(xi, u):
+        rate = torch.exp(torch.from_numpy(u))
+        z, _ = torch_step.spikes(rate, 0.0, torch.from_numpy(xi), tail=False)
+        return rate.numpy(), z.numpy()
+
+    def membrane(u, fb, eta, b, cu, cdu):
+        t = torch.from_numpy
+        return torch_step.membrane(t(fb), t(u), eta, t(b), cu, cdu)[0].numpy()
+    return fire, membrane
+
+
+def _snntorch_neuron():
+    """The snntorch PoissonLatent neuron at temperature 0, one step from u with feedback fb."""
+    torch = require("torch")
+    require("snntorch")
+    from neurons.snntorch import PoissonLatent
+
+    def neuron(eta, b, cu, cdu, k):
+        return PoissonLatent(k, log_bias=np.log(b), log_eta=np.log(eta), clamp_u=cu,
+                             clamp_du=cdu, temperature=0.0, dtype=torch.float64)
+
+    def fire(xi, u):
+        lat = neuron(1.0, np.ones(u.shape[-1]), 8.0, 7.0, u.shape[-1])
+        t = torch.from_numpy
+        with torch.no_grad():
+            z = lat.fire(t(u), noise=t(xi))
+        return torch.exp(t(u)).numpy(), z.numpy()  # the rate fire() computes
+
+    def membrane(u, fb, eta, b, cu, cdu):
+        lat = neuron(eta, b, cu, cdu, u.shape[-1])
+        with torch.no_grad():
+            return lat.integrate(torch.from_numpy(fb), torch.from_numpy(u)).numpy()
+    return fire, membrane
+
+
 IMPLEMENTATIONS = {
     "numpy": _numpy,
+    "torch-step": _torch_step,
+    "snntorch-neuron": _snntorch_neuron,
     "kernels-libm": _kernels(False),
     "kernels-vector": _kernels(True),
     "brian2-numpy": _brian("numpy"),
@@ -138,8 +181,7 @@ IMPLEMENTATIONS = {
 
 - ``fire(xi, u) -> (rate, counts)``: the rate e^u the implementation computes, and its counts;
 - ``membrane(u, fb, eta, b, c_u, c_du) -> u'``: clamp_u(u + clamp_du(eta (fb - b))).
-
-The torch rows (the snntorch neuron at temperature 0, the training step) go here too."""
+"""
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS), scope="module")
