@@ -6,7 +6,8 @@ from ipvae.inputs import add_data_arguments, load_inputs
 NAME = "simulate"
 HELP = "run spiking inference on a network file with one backend"
 
-BACKEND_OPTIONS = {"reference": (), "lava": ("topology",), "brian2": ("target",)}
+BACKEND_OPTIONS = {"reference": (), "lava": ("topology",), "brian2": ("target",), "fixed": (),
+                   "lava-fixed": ()}
 """The CLI options each backend takes (the rest are refused naming the backend's own)."""
 
 
