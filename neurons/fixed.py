@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurons import poisson as _recipe
+
 U_FRAC = 12
 A_FRAC = 12
 ETA_FRAC = 12
@@ -41,12 +43,15 @@ P_FRAC = 38
 LUT_STEP_BITS = 6            # tables step 2^-6 in the argument
 STATE_BITS = 24              # u and current payloads: signed 24-bit
 PAYLOAD_MIN, PAYLOAD_MAX = -(1 << (STATE_BITS - 1)), (1 << (STATE_BITS - 1)) - 1
-U_FLOOR = -8 << U_FRAC
+U_FLOOR = int(_recipe.U_FLOOR) << U_FRAC   # the recipe's floor (neurons/recipe.h), in Q.12
 EXP_LO, EXP_HI = -9, 11      # e^u table covers u ∈ [EXP_LO, EXP_HI)
 SOFTPLUS_LO, SOFTPLUS_HI = -16, 20
 SPLIT_RATE = 16              # rate parts of at most 16 spikes/step
 SUBDRAW_STRIDE = 1 << 12     # counter slots per (step, neuron): ≥ e^11/16 parts
 ICDF_TERMS = 126             # ≥ 16 + 20·√16 + 30 (the float recipe's cap at r = 16)
+if ICDF_TERMS < SPLIT_RATE + _recipe.ICDF_CAP_SIGMAS * SPLIT_RATE ** 0.5 + _recipe.ICDF_CAP_EXTRA:
+    raise ImportError("neurons.fixed: ICDF_TERMS is below the recipe's cap at the split rate; "
+                      "raise it here and in neurons/_fixed.c")
 
 try:
     from neurons import _fixed
