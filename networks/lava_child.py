@@ -9,7 +9,8 @@ non-blocking Lava run while receiving every Lava step into a
 only); writes ``out.npz`` (the Trace's arrays, compile_s, run_s, and cpu_s:
 CPU seconds of all its processes during the run) atomically, and
 ``progress.txt`` (Lava steps done) as it goes.  A watchdog kills the run's
-process group if the parent process disappears.
+process group (after unlinking its shared-memory segments and removing DIR)
+if the parent process disappears.
 Any error goes to stderr, a non-zero exit status and one line in
 ``$IPVAE_LAVA_ERROR_FILE`` (written by the models themselves for errors inside
 Lava, and here before Lava's ``stop()``, which can hang after a failure).
@@ -55,14 +56,29 @@ def cpu_seconds() -> float:
     return total
 
 
-def _watch_parent(parent: int, period_s: float = 0.5) -> None:
-    """Daemon thread: kill this process group once ``parent`` is gone (e.g. SIGKILLed)."""
+def _watch_parent(parent: int, directory: str, period_s: float = 0.5) -> None:
+    """Daemon thread: once ``parent`` is gone (e.g. SIGKILLed), clean up as it would have.
+
+    Unlinks the shared-memory segments this process group maps and the run's
+    directory, then kills the group (this process included).
+    """
 
     def watch():
         while True:
             time.sleep(period_s)
             if os.getppid() != parent:
-                os.killpg(0, signal.SIGKILL)
+                break
+        import shutil
+
+        from networks.lava import _group_members, _shared_memory_of
+
+        for name in _shared_memory_of(_group_members(os.getpgid(0))):
+            try:
+                os.unlink(os.path.join("/dev/shm", name))
+            except OSError:
+                pass
+        shutil.rmtree(directory, ignore_errors=True)
+        os.killpg(0, signal.SIGKILL)
 
     threading.Thread(target=watch, name="ipvae-parent-watch", daemon=True).start()
 
@@ -155,7 +171,7 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m networks.lava_child DIR", file=sys.stderr)
         sys.exit(2)
-    _watch_parent(os.getppid())
+    _watch_parent(os.getppid(), sys.argv[1])
     try:
         status = main(sys.argv[1])
     except BaseException as err:

@@ -1,5 +1,6 @@
-"""Faults clean up (issue 15): a Lava run whose parent gets SIGTERM or SIGHUP leaves no
-process, no /dev/shm segment and no temporary folder (its own nor multiprocessing's).
+"""Faults clean up (issue 15): a Lava run whose parent gets SIGTERM or SIGHUP (or SIGKILL,
+through the child's watchdog) leaves no process, no /dev/shm segment and no temporary
+folder (its own nor multiprocessing's).
 
 Needs lava-nc (``require("lava")``): skipped without it, failed under CI=true.
 """
@@ -64,7 +65,8 @@ def _started(mark: str) -> bool:
     return len(_marked(mark)) >= 4
 
 
-@pytest.mark.parametrize("signum,repeats", [(signal.SIGTERM, 10), (signal.SIGHUP, 1)])
+@pytest.mark.parametrize("signum,repeats", [(signal.SIGTERM, 10), (signal.SIGHUP, 1),
+                                            (signal.SIGKILL, 1)])
 def test_signal_to_the_parent_leaves_nothing_behind(signum, repeats):
     require("lava")
     for _ in range(repeats):
@@ -100,6 +102,10 @@ def _run_and_signal(tmpdir: Path, mark: str, signum: int) -> None:
     assert proc.returncode == -signum  # still ended by the signal itself
     assert "Traceback" not in proc.stderr.read().decode()
     proc.stderr.close()
+    # SIGKILL cannot be caught: the child's watchdog notices the parent is gone (0.5 s)
+    deadline = time.monotonic() + 20
+    while (_marked(mark) or list(tmpdir.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _marked(mark) == []
     assert _leaked(shm_before) == set()
     assert list(tmpdir.iterdir()) == []  # no ipvae-lava-*, no pymp-*
