@@ -1,13 +1,24 @@
 """The reference simulator: the iP-VAE recurrence of design §1, vectorised over the batch.
 
-Each step is the read-out Φz, the feedback Φᵀe (an (N×D)(D×K) float64
-product), sampling and the membrane update.  The read-out is event-driven while
-few neurons fire (D multiply-adds per nonzero count; the dense (N×K)(K×D)
-product otherwise); it, the sampling and the update run in the compiled kernels
-of :mod:`neurons.kernels` (the numbers of :mod:`neurons.poisson` to rounding,
-the same counts).  Inputs never interact, so
-a large batch is cut into row blocks that run side by side in threads, one per
-core, each with single-threaded BLAS: no step ever waits for another core.
+Each step is sampling, the read-out Φz, the feedback and the membrane update.
+Work follows the spikes, as on neuromorphic hardware, while few neurons fire:
+
+- the read-out Φz sums the columns of Φ of the neurons that fired (D
+  multiply-adds per nonzero count; the dense (N×K)(K×D) product above
+  ``SPARSE_READOUT``);
+- the feedback is taken in the folded form of design §1.1: the drive Φᵀx/σ² is
+  computed once per input, and each step adds the rows of the recurrent
+  weights W = −ΦᵀΦ/σ² of the neurons that fired, weighted by their counts (K
+  multiply-adds per nonzero count).  Above ``SPARSE_RECURRENT`` nonzero counts,
+  or when W would not fit in ``RECURRENT_MAX_BYTES``, the step takes the
+  prediction error's dense product ((x − Φz)/σ²)Φ instead.  Both are the same
+  function; they round differently (within the contract of design §2.1).
+
+Sampling and the membrane update run in the compiled kernels of
+:mod:`neurons.kernels` (the numbers of :mod:`neurons.poisson` to rounding, the same
+counts).  Inputs never interact, so a large batch is cut into row blocks that run
+side by side in threads, one per core, each with single-threaded BLAS: no step ever
+waits for another core.
 """
 from __future__ import annotations
 
@@ -28,6 +39,15 @@ SPARSE_READOUT = 0.2
 """Up to this fraction of nonzero counts the read-out Φz is event-driven (work per
 spike fired, ``neurons.kernels.readout``); above it, the dense BLAS product is faster."""
 
+SPARSE_RECURRENT = 0.2
+"""Up to this fraction of nonzero counts the feedback is the drive plus the recurrent rows
+of the neurons that fired (``neurons.kernels.readout`` over W); above it, the dense
+product of the prediction error."""
+
+RECURRENT_MAX_BYTES = 256 * 2**20
+"""W = −ΦᵀΦ/σ² (K×K float64) is built only up to this size (K ≤ 5,792); larger networks
+take the dense prediction-error product every step."""
+
 
 def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,
         progress=False, block=64, threads=None) -> Trace:
@@ -36,15 +56,32 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     threads : row blocks run in parallel (default: the cores this process may use).
     block : steps of noise drawn at a time.
     """
+    block = int(block)
+    if block < 1:
+        raise ValueError(f"block (steps of noise drawn at a time) must be >= 1, got {block}")
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     phi_t = np.ascontiguousarray(net.phi.T)  # (K, D), shared by every block
+    k = net.n_latents
+    # W[pre, post] (the transpose of Lava's Dense layout), so that a fired neuron's row
+    # is contiguous; shared by every block.
+    w_rows = (np.ascontiguousarray(net.recurrent_weights().T)
+              if k * k * 8 <= RECURRENT_MAX_BYTES else None)
+    paths = []
 
     def make_kernels(lo, hi):
-        return FloatKernels(net, phi_t, seed, offset + lo,
-                            None if noise is None else noise[:, lo:hi], block)
+        kern = FloatKernels(net, phi_t, seed, offset + lo,
+                            None if noise is None else noise[:, lo:hi], block,
+                            x=x[lo:hi], w_rows=w_rows)
+        paths.append(kern.paths)
+        return kern
 
-    return run_loop(net, x, steps, make_kernels, record=record, rate_metrics=rate_metrics,
-                    progress=progress, threads=threads,
-                    info=dict(backend="reference", seed=seed, offset=offset, shared_noise=True))
+    trace = run_loop(net, x, steps, make_kernels, record=record, rate_metrics=rate_metrics,
+                     progress=progress, threads=threads,
+                     info=dict(backend="reference", seed=seed, offset=offset, shared_noise=True))
+    trace.info["feedback_steps"] = {name: int(sum(p[name] for p in paths))
+                                    for name in ("event-driven", "dense")}
+    return trace
 
 
 class FloatKernels:
@@ -58,10 +95,14 @@ class FloatKernels:
     residual x − Φz).  The integer emulator (``hardware.emulator``) is another one.
     """
 
-    def __init__(self, net, phi_t, seed, offset, noise, block):
+    def __init__(self, net, phi_t, seed, offset, noise, block, x=None, w_rows=None):
         self.net, self.phi_t = net, phi_t
         self.seed, self.offset, self.noise, self.block = seed, offset, noise, block
         self.sigma2, self.bias, self.eta = net.sigma2, net.bias, net.eta
+        self.w_rows = w_rows  # (K, K) W[pre, post], or None: dense feedback only
+        self.drive = None if w_rows is None or x is None else net.drive(x)  # (n, K), once
+        self.paths = {"event-driven": 0, "dense": 0}  # (block-)steps that took each path
+        self._fired = 0
         self._error = self._feedback = None
 
     def blocks(self, steps, n, k):
@@ -71,16 +112,28 @@ class FloatKernels:
         u[...] = self.net.u0
 
     def fire(self, u, xi_t, rate, z):
-        return kernels.spikes(u, np.ascontiguousarray(xi_t), rate, z)
+        self._fired = kernels.spikes(u, np.ascontiguousarray(xi_t), rate, z)
+        return self._fired
 
     def integrate(self, u, z, residual, u_next):
-        """The prediction error (x − Φz)/σ² (``neurons.poisson.prediction_error``, from the
-        read-out's residual), its feedback Φᵀe, and the membrane update."""
-        if self._error is None:
-            self._error = np.empty_like(residual)
+        """The feedback Φᵀ(x − Φz)/σ² and the membrane update.
+
+        Event-driven while few neurons fired: the drive Φᵀx/σ² plus the rows of W of the
+        neurons that fired; otherwise the prediction error (x − Φz)/σ²
+        (``neurons.poisson.prediction_error``, from the read-out's residual) times Φ.
+        """
+        if self._feedback is None:
             self._feedback = np.empty_like(u)
-        np.divide(residual, self.sigma2, out=self._error)
-        np.matmul(self._error, self.net.phi, out=self._feedback)
+        if self.drive is not None and self._fired <= SPARSE_RECURRENT * z.size:
+            kernels.readout(z, self.w_rows, self._feedback)
+            self._feedback += self.drive
+            self.paths["event-driven"] += 1
+        else:
+            if self._error is None:
+                self._error = np.empty_like(residual)
+            np.divide(residual, self.sigma2, out=self._error)
+            np.matmul(self._error, self.net.phi, out=self._feedback)
+            self.paths["dense"] += 1
         kernels.membrane(u, self._feedback, self.eta, self.bias, self.net.clamp_u,
                          self.net.clamp_du, u_next)
 

@@ -103,3 +103,37 @@ def test_planted_network_is_deterministic_and_validates():
     np.testing.assert_allclose(np.linalg.norm(a[0].phi, axis=0), 0.1)
     with pytest.raises(ValueError):
         planted_network(20, 30, 31)
+
+
+def test_event_driven_and_dense_feedback_agree_across_the_switch(monkeypatch):
+    """The folded, event-driven feedback (drive + fired rows of W) and the dense prediction
+    error give the same counts, and potentials within the contract's tolerance (design §2.1),
+    also when the share of nonzero counts crosses the switch during the run."""
+    from networks import reference
+
+    net, x, _ = planted_network(64, 128, 5, seed=0)
+    monkeypatch.setattr(reference, "SPARSE_RECURRENT", -1.0)  # dense every step
+    dense = simulate(net, x, 60, seed=7)
+    assert dense.info["feedback_steps"] == {"event-driven": 0, "dense": 60}
+    share = (dense.spikes > 0).mean(axis=(1, 2))  # nonzero share per step
+    assert share.min() < share.max()
+    monkeypatch.setattr(reference, "SPARSE_RECURRENT", float(np.median(share)))
+    mixed = simulate(net, x, 60, seed=7)
+    used = mixed.info["feedback_steps"]
+    assert used["event-driven"] > 0 and used["dense"] > 0, used
+    np.testing.assert_array_equal(mixed.spikes, dense.spikes)
+    np.testing.assert_allclose(mixed.u, dense.u, rtol=0, atol=1e-9)
+    # W too large for RECURRENT_MAX_BYTES: the dense path, the same numbers
+    monkeypatch.setattr(reference, "SPARSE_RECURRENT", 1.0)
+    monkeypatch.setattr(reference, "RECURRENT_MAX_BYTES", 0)
+    big = simulate(net, x, 60, seed=7)
+    assert big.info["feedback_steps"]["event-driven"] == 0
+    np.testing.assert_array_equal(big.spikes, dense.spikes)
+
+
+def test_reference_options_are_checked():
+    net, x, _ = planted_network(16, 8, 2, seed=0)
+    with pytest.raises(ValueError, match="block"):
+        simulate(net, x, 4, block=0)
+    with pytest.raises(ValueError, match="threads"):
+        simulate(net, x, 4, threads=0)
