@@ -91,7 +91,7 @@ def _run_and_signal(tmpdir: Path, mark: str, signum: int) -> None:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the Lava run did not start"
             time.sleep(0.05)
-        time.sleep(1.0)  # well inside the run: channels and segments exist
+        time.sleep(0.5)  # inside the run: channels and segments exist
         assert list(tmpdir.glob("ipvae-lava-*"))
         proc.send_signal(signum)
         proc.wait(timeout=60)
