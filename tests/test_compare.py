@@ -167,3 +167,15 @@ def test_three_way_reference_lava_brian2(problem, tmp_path):
     for pair in report["pairs"].values():
         assert pair["identical_share"] >= AGREEMENT_THRESHOLD
     assert report["passed"]
+
+
+def test_constant_trials_are_no_evidence_of_a_difference():
+    """Two trials each, constant within each backend at different values (a rarely firing
+    neuron): the Welch test is undefined there, so it is not counted (was p = 0, a false FAIL)."""
+    from networks.compare import _welch_p
+
+    a = np.array([[0.0, 1.0, 0.5], [0.0, 2.0, 0.5]])
+    b = np.array([[1 / 64, 1.5, 0.5], [1 / 64, 2.5, 0.5]])
+    p = _welch_p(a, b)
+    assert np.isnan(p[0]) and np.isnan(p[2])
+    assert 0 < p[1] < 1
