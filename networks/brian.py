@@ -48,6 +48,7 @@ import numpy as np
 from networks.progress import progress_bar
 
 from networks.noise import sample_stream
+from networks.signals import signals_as_exceptions
 from networks.trace import TraceRecorder, record_steps, trace_from_run
 
 TARGETS = ("numpy", "cython", "cpp_standalone")
@@ -240,8 +241,9 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     try:
         if target == "cpp_standalone":
             spikes, u = np.zeros((steps, n, k), dtype=np.int32), np.zeros((steps + 1, n, k))
-            timing = _run_standalone(b2, net, drive, steps, seed, offset, noise,
-                                     independent_noise, dt_ms, spikes, u, progress)
+            with signals_as_exceptions():  # SIGTERM/SIGHUP still remove the build folder
+                timing = _run_standalone(b2, net, drive, steps, seed, offset, noise,
+                                         independent_noise, dt_ms, spikes, u, progress)
             recorder = None
         else:
             recorder = TraceRecorder(net, x, steps, record, rate_metrics, info)

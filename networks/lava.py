@@ -30,7 +30,6 @@ default handler, so the process still ends by that signal.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -38,7 +37,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -47,6 +45,7 @@ from networks.progress import progress_bar
 
 from networks.network import save_network
 from networks.noise import check_noise
+from networks.signals import signals_as_exceptions
 from networks.trace import Trace, record_steps, trace_from_run
 from neurons.lava import STRIDES, TOPOLOGIES  # constants only: no Lava import
 
@@ -140,7 +139,7 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
                               np.zeros((steps + 1, 0, k)), record=rec,
                               rate_metrics=rate_metrics, info=info)
 
-    with _signals_as_exceptions(), tempfile.TemporaryDirectory(prefix="ipvae-lava-") as tmp:
+    with signals_as_exceptions(), tempfile.TemporaryDirectory(prefix="ipvae-lava-") as tmp:
         tmp = Path(tmp)
         (tmp / "tmp").mkdir()
         save_network(net, tmp / "net.npz")
@@ -156,46 +155,6 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     info.update(compile_s=float(out.pop("compile_s")), run_s=float(out.pop("run_s")),
                 cpu_s=float(out.pop("cpu_s")))
     return Trace(x=x, **out, info=info)
-
-
-class _Terminated(BaseException):
-    """A SIGTERM or SIGHUP arrived while a Lava run was in progress."""
-
-    def __init__(self, signum):
-        super().__init__(f"terminated by signal {signum}")
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _signals_as_exceptions():
-    """Turn SIGTERM and SIGHUP into ``_Terminated`` for the block, so its clean-up runs.
-
-    Only signals whose handler is the default are taken over (a user's own
-    handler or ``nohup``'s SIG_IGN stay as they are), and only in the main
-    thread (Python delivers signals there).  After the block has cleaned up,
-    the signal is delivered again under the default handler: the process ends
-    by it, as it would have without us.
-    """
-    taken = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(signum) == signal.SIG_DFL:
-                taken[signum] = signal.signal(signum, _raise_terminated)
-    try:
-        yield
-    except _Terminated as err:
-        for signum, previous in taken.items():
-            signal.signal(signum, previous)
-        taken.clear()
-        signal.raise_signal(err.signum)
-        raise  # only reached if the signal did not end the process
-    finally:
-        for signum, previous in taken.items():
-            signal.signal(signum, previous)
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated(signum)
 
 
 def _child_env(error_file: Path) -> dict:
