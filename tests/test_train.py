@@ -361,3 +361,19 @@ def test_a_collapsed_training_is_reported_and_fails_the_command(tmp_path, capsys
     # every epoch is measured and kept in the checkpoint's history (plain data)
     health = _state(tmp_path / "b")["history"]["health"]
     assert len(health) == 2 and all(h["collapsed"] for h in health)
+
+
+def test_sigma_initialisation_and_warm_up(tmp_path):
+    ds = tiny_dataset()
+    std = float(np.asarray(ds.x, dtype=np.float64).std())
+    # σ starts at the data's scale and is held for the whole run (warm-up fraction 1)
+    held = train(tiny_config(epochs=2, sigma_init="data", sigma_warmup=1.0), tmp_path / "a",
+                 dataset=ds)["model"]
+    np.testing.assert_allclose(np.exp(held.log_sigma.detach().numpy()), std, rtol=1e-5)
+    # a number sets σ; without a warm-up σ then learns
+    free = train(tiny_config(epochs=2, sigma_init=0.5), tmp_path / "b", dataset=ds)["model"]
+    sig = np.exp(free.log_sigma.detach().numpy())
+    assert np.abs(sig - 0.5).max() > 1e-3 and np.all(np.abs(sig - 0.5) < 0.2)
+    for bad in (dict(sigma_init="median"), dict(sigma_init=0.0), dict(sigma_warmup=1.5)):
+        with pytest.raises(ValueError, match="sigma_"):
+            tiny_config(**bad).check()

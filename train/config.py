@@ -45,6 +45,8 @@ class TrainConfig:
     clamp_start: float = 2.0
     clamp_anneal: float = 0.1
     width: int = 10                     # relaxed-sampler width W
+    sigma_init: float | str = 1.0       # initial σ, or "data": the training set's pixel std
+    sigma_warmup: float = 0.0           # fraction of iterations with σ held at its initial value
     seed: int = 0
     threads: int | None = None          # torch.set_num_threads
     time_budget: float | None = None    # minutes: fit the epochs to it, stop at it
@@ -64,6 +66,12 @@ class TrainConfig:
         for name in ("beta", "lr", "grad_clip", "temp_stop", "temp_start"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (self.sigma_init == "data" or (isinstance(self.sigma_init, (int, float))
+                                              and 0 < self.sigma_init < 30)):
+            raise ValueError(f"sigma_init must be 'data' or a number in (0, 30), "
+                             f"got {self.sigma_init!r}")
+        if not 0 <= self.sigma_warmup <= 1:
+            raise ValueError(f"sigma_warmup must be a fraction in [0, 1], got {self.sigma_warmup}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"time_budget must be > 0 minutes, got {self.time_budget}")
         return self

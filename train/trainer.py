@@ -90,6 +90,16 @@ def schedule(i: int, n: int, cfg: TrainConfig) -> dict:
                 clamp_du=cfg.clamp_start + (cfg.clamp_du - cfg.clamp_start) * c)
 
 
+def init_sigma(model, sigma_init, x: torch.Tensor):
+    """Set σ (every pixel) to ``sigma_init``, or with "data" to the std of the inputs x (N, D)."""
+    from networks.network import LOG_SIGMA_LIMIT
+
+    sigma = float(x.double().std(correction=0)) if sigma_init == "data" else float(sigma_init)
+    log_sigma = max(-0.95 * LOG_SIGMA_LIMIT, min(0.95 * LOG_SIGMA_LIMIT, math.log(sigma)))
+    with torch.no_grad():
+        model.log_sigma_raw.fill_(LOG_SIGMA_LIMIT * math.atanh(log_sigma / LOG_SIGMA_LIMIT))
+
+
 # --- distributed ----------------------------------------------------------------------------
 def dist_info():
     """(rank, world size); initialises the gloo process group under torchrun."""
@@ -170,6 +180,8 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
 
     model = IPVAEModel(d, cfg.latents, input_shape=input_shape, decoder=cfg.decoder,
                        clamp_u=cfg.clamp_u, clamp_du=cfg.clamp_du, width=cfg.width, seed=cfg.seed)
+    if state is None:
+        init_sigma(model, cfg.sigma_init, x_all)
     opt = torch.optim.Adamax(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                              eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     from torch.utils.data.distributed import DistributedSampler
@@ -227,6 +239,8 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                             r2_steps="last")
             opt.zero_grad(set_to_none=True)
             res["loss"].backward()
+            if it < cfg.sigma_warmup * total_iters():
+                model.log_sigma_raw.grad = None                   # σ held
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             loss = float(res["loss"].detach())
