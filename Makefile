@@ -22,7 +22,7 @@ which-python:
 	@$(FIND_PY310) || { echo "error: no Python 3.10 found" >&2; exit 1; }
 
 $(STAMP): setup.cfg setup.py pyproject.toml neurons/_kernels.c neurons/_philox.h neurons/_vecmath.h \
-          neurons/recipe.h
+          neurons/recipe.h neurons/_fixed.c
 	@py=$$( $(FIND_PY310) ) || { echo "error: no Python 3.10 found (lava-nc 0.10 needs exactly 3.10)." \
 	  "Looked for python3.10 on PATH and in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*;" \
 	  "install one, e.g. 'pyenv install 3.10'." >&2; exit 1; }; \

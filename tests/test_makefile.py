@@ -1,4 +1,5 @@
 """The Makefile finds a Python 3.10 by itself, or says clearly that there is none."""
+import re
 import shutil
 import subprocess
 import sys
@@ -11,8 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def project_copy(tmp_path):
-    for name in ("Makefile", "setup.cfg", "setup.py", "pyproject.toml", "neurons/_kernels.c",
-                 "neurons/_philox.h", "neurons/_vecmath.h"):
+    """The Makefile and every file its install stamp depends on, in a folder of their own."""
+    rule = re.search(r"^\$\(STAMP\):(.*?)\n\t", (ROOT / "Makefile").read_text(), re.S | re.M)
+    deps = rule.group(1).replace("\\\n", " ").split()
+    for name in ["Makefile", *deps]:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
