@@ -3,7 +3,7 @@
 ``--data planted`` makes inputs from sparse codes under the network's own
 dictionary; any other value goes to ``train.data.load_dataset`` (``mnist``,
 ``digits``, ``patches`` or a path), test split.  ``--offset`` is the index of
-the first input in the data set and keys its noise (DESIGN.md §2), so input i
+the first input in the data set and keys its noise (design §2.2), so input i
 of the data set gets the same spikes whichever range it is simulated in.
 """
 from ipvae.checks import finite_float, nonnegative_int, positive_int, seed

@@ -1,4 +1,4 @@
-"""The Brian2 backend: the folded iP-VAE network as Brian2 objects (DESIGN.md §1–2).
+"""The Brian2 backend: the folded iP-VAE network as Brian2 objects (design §1.1, §2).
 
 Topology (folded): the latent ``NeuronGroup`` of :mod:`neurons.brian` gets
 the constant feed-forward drive ``ff = Φᵀx/σ²`` of the current input as a

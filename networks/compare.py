@@ -1,4 +1,4 @@
-"""Compare spike rasters of one network across backends (DESIGN.md §2).
+"""Compare spike rasters of one network across backends (design §2).
 
 Two modes:
 

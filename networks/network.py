@@ -1,4 +1,4 @@
-"""The network file: one ``.npz`` that every backend reads (DESIGN.md §3).
+"""The network file: one ``.npz`` that every backend reads (design §3).
 
 A network file is data: it is written with ``numpy.savez`` and read with
 ``allow_pickle=False``, never unpickled.
@@ -18,7 +18,7 @@ FORMAT_VERSION = 1
 """Version written by this code; files with a newer version are refused."""
 
 LOG_SIGMA_LIMIT = 3.45
-"""|log σ| is soft-clamped to this bound during training (DESIGN.md §1)."""
+"""|log σ| is soft-clamped to this bound during training (design §1.4)."""
 
 MAX_FILE_BYTES = 1 << 30
 """Largest decompressed network file accepted (1 GiB: Φ of 134 M float64 values).

@@ -1,4 +1,4 @@
-"""Shared noise (DESIGN.md §2): the uniforms ξ[t, n, k] that drive every backend.
+"""Shared noise (design §2.2): the uniforms ξ[t, n, k] that drive every backend.
 
 Sample n's uniforms come from its own counter-based stream
 ``Generator(Philox(key=[seed, offset + n]))``, drawn in (t, k) order, so a
@@ -19,7 +19,7 @@ __all__ = ["check_key", "check_noise", "noise_blocks", "sample_stream", "shared_
 
 
 def shared_uniforms(seed: int, steps: int, n: int, k: int, offset: int = 0) -> np.ndarray:
-    """ξ of shape (steps, n, k), float64 in [0, 1), exactly as DESIGN.md §2 defines."""
+    """ξ of shape (steps, n, k), float64 in [0, 1), exactly as design §2.2 defines."""
     return next(uniform_blocks(seed, steps, n, k, offset, block=max(steps, 1)))
 
 

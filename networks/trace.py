@@ -1,4 +1,4 @@
-"""``Trace``: what a simulation returns, whichever backend ran it (DESIGN.md §4)."""
+"""``Trace``: what a simulation returns, whichever backend ran it (design §4.2)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Shared noise (DESIGN.md §2): counter-based, per sample, independent of batching."""
+"""Shared noise (design §2.2): counter-based, per sample, independent of batching."""
 import numpy as np
 import pytest
 
