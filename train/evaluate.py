@@ -71,8 +71,10 @@ def _check(net, dataset, what):
 
 
 def run_chunked(net, x, steps, *, seed=0, batch=100, record=(), rate_metrics=True,
-                progress=True, desc="evaluate", keep_examples=0):
+                progress=True, desc="evaluate", keep_examples=0, offset=0):
     """Simulate x (N, D) for ``steps`` steps in chunks of ``batch`` inputs.
+
+    ``offset`` is the index of x[0] in the data set (it keys the noise, design §2.2).
 
     Returns a dict of (T, N) arrays ``step_mse``, ``step_rate_mse``,
     ``step_zeros``, ``step_rate``; ``steps`` (S,) the recorded steps;
@@ -88,8 +90,8 @@ def run_chunked(net, x, steps, *, seed=0, batch=100, record=(), rate_metrics=Tru
     recon, rec_steps = [], None
     with progress_bar(total=n, desc=desc, unit="input", enabled=progress) as bar:
         for i in range(0, n, batch):
-            tr = simulate(net, x[i:i + batch], steps, backend="reference", seed=seed, offset=i,
-                          record=list(record), rate_metrics=rate_metrics)
+            tr = simulate(net, x[i:i + batch], steps, backend="reference", seed=seed,
+                          offset=offset + i, record=list(record), rate_metrics=rate_metrics)
             for k in ("step_mse", "step_rate_mse", "step_zeros", "step_rate"):
                 parts[k].append(getattr(tr, k))
             parts["u"].append(tr.u)
@@ -147,7 +149,7 @@ def _rates_at(run, step, steps):
 
 def evaluate(net, dataset, *, steps: int = 1000, seed: int = 0, probe_train=None,
              probe_step=None, batch: int = 100, progress: bool = True,
-             n_examples: int = 8) -> dict:
+             n_examples: int = 8, runner=None) -> dict:
     """Evaluate the exported ``net`` on ``dataset`` for ``steps`` inference steps.
 
     Parameters
@@ -164,6 +166,8 @@ def evaluate(net, dataset, *, steps: int = 1000, seed: int = 0, probe_train=None
     batch : inputs per simulate call (memory ∝ batch × (T + recorded·(K + D))).
     progress : tqdm progress bars.
     n_examples : inputs whose reconstructions at the recorded steps are kept.
+    runner : replaces :func:`run_chunked` (same arguments and result), e.g. one that
+        spreads the inputs over processes (``ipvae evaluate`` under torchrun).
 
     Returns
     -------
@@ -187,9 +191,10 @@ def evaluate(net, dataset, *, steps: int = 1000, seed: int = 0, probe_train=None
                              "evaluated data set")
     record = np.union1d(log_steps(steps), [s for s in probe_steps if s < steps]).astype(int)
 
+    runner = run_chunked if runner is None else runner
     x = dataset.x
-    run = run_chunked(net, x, steps, seed=seed, batch=batch, record=record, progress=progress,
-                      keep_examples=n_examples)
+    run = runner(net, x, steps, seed=seed, batch=batch, record=record, progress=progress,
+                 keep_examples=n_examples)
     out = dict(steps=steps, seed=seed, n_inputs=len(dataset), dataset=dict(dataset.meta),
                record_steps=run["steps"])
     out["mse_spikes"] = run["step_mse"].mean(axis=1)
@@ -220,9 +225,9 @@ def evaluate(net, dataset, *, steps: int = 1000, seed: int = 0, probe_train=None
         t_max = max(probe_steps)
         train_steps = max(t_max, 1)
         train_record = [s for s in probe_steps if s < train_steps]
-        train_run = run_chunked(net, probe_train.x, train_steps, seed=seed, batch=batch,
-                                record=train_record, rate_metrics=False, progress=progress,
-                                desc="probe (train)")
+        train_run = runner(net, probe_train.x, train_steps, seed=seed, batch=batch,
+                           record=train_record, rate_metrics=False, progress=progress,
+                           desc="probe (train)")
         acc = []
         for s in probe_steps:
             acc.append(linear_probe(_rates_at(train_run, s, train_steps), probe_train.y,
