@@ -2,11 +2,13 @@
 
 Started by ``networks.lava.run`` in its own session.  Reads from DIR
 ``params.json``, ``net.npz``, ``x.npy`` (N, D), ``record.npy`` (the steps to
-keep) and optionally ``noise.npy`` (T, N, K); builds one ``IPVAENet`` with two
-``Extractor``s (spikes, u); runs the N samples back to back in one
-non-blocking Lava run while receiving every Lava step into a
-``TraceRecorder`` (which keeps the recorded steps and the per-step metrics
-only); writes ``out.npz`` (the Trace's arrays, compile_s, run_s, and cpu_s:
+keep) and optionally ``noise.npy`` (T, N, K); builds one ``IPVAENet`` with one
+``Extractor`` on its ``state_out`` ([z, u] per Lava step: one channel and one
+Lava process fewer than an Extractor for each); runs the N samples back to back
+in one non-blocking Lava run while receiving every Lava step; every ``BLOCK``
+inference steps the counts and potentials go to a ``TraceRecorder`` at once
+(read-out Φz by ``neurons.kernels.readout``, the recorder keeps the recorded
+steps and the per-step metrics only); writes ``out.npz`` (the Trace's arrays, compile_s, run_s, and cpu_s:
 CPU seconds of all its processes during the run) atomically, and
 ``progress.txt`` (Lava steps done) as it goes.  A watchdog kills the run's
 process group (after unlinking its shared-memory segments and removing DIR)
@@ -31,6 +33,10 @@ from neurons.lava.failures import report_error
 
 BUFFER = 256
 """Extractor channel depth (Lava steps); the host drains the channels as they fill."""
+
+BLOCK = 256
+"""Inference steps handed to the TraceRecorder at once (the host's work per step is
+then a copy; the read-out and the metrics run once per block)."""
 
 
 def _write_progress(path: Path, steps_done: int) -> None:
@@ -97,6 +103,7 @@ def main(directory: str) -> int:
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
     from networks.trace import TraceRecorder
+    from neurons import kernels
     from neurons.lava.ipvae_net.process import IPVAENet
 
     x = np.load(tmp / "x.npy")
@@ -113,16 +120,25 @@ def main(directory: str) -> int:
                      offset=params["offset"], inputs_path=str(tmp / "x.npy"),
                      noise_path=str(tmp / "noise.npy") if params["noise"] else None,
                      fixed=fixed)
-    spike_out = Extractor(shape=(k,), buffer_size=BUFFER)
-    u_out = Extractor(shape=(k,), buffer_size=BUFFER)
-    ipvae.s_out.connect(spike_out.in_port)
-    ipvae.u_out.connect(u_out.in_port)
+    state_out = Extractor(shape=(2 * k,), buffer_size=BUFFER)
+    ipvae.state_out.connect(state_out.in_port)
     cfg = Loihi2SimCfg(select_tag="floating_pt" if fixed is None else "fixed_pt",
                        select_sub_proc_model=True,
                        exception_proc_model_map={Extractor: PyLoihiExtractorModel})
     period, stride = ipvae.period, ipvae.stride
     phi_t = np.ascontiguousarray(net.phi.T)
+    block = max(1, min(BLOCK, steps))
+    z_block = np.zeros((block, k))  # counts z_t (float64 integers) of the block's steps
+    u_block = np.zeros((block, k))
+    recon = np.zeros((block, net.input_dim))
     progress = tmp / "progress.txt"
+
+    def flush(i: int, t0: int, b: int) -> None:
+        """Hand steps t0 … t0+b−1 of sample i to the recorder."""
+        kernels.readout(z_block[:b], phi_t, recon[:b])
+        recorder.add_block(t0, u_block[:b, None], z_block[:b, None], rows=slice(i, i + 1),
+                           recon=recon[:b, None])
+
     t0 = time.perf_counter()
     try:
         ipvae.run(condition=RunSteps(num_steps=n * period, blocking=False), run_cfg=cfg)
@@ -130,19 +146,24 @@ def main(directory: str) -> int:
         c1 = cpu_seconds()
         last = t1
         for i in range(n):
-            rows = slice(i, i + 1)
+            b = 0
             for j in range(period):
-                z = spike_out.receive()
-                u = u_out.receive() * u_scale
+                state = state_out.receive()
                 # z_t and u_t arrive at local step j = stride·t; u_T at j = stride·T.
                 t, rest = divmod(j, stride)
                 if rest:
                     continue
                 if t < steps:
-                    z = np.rint(z).astype(np.int32)[None]
-                    recorder.add(t, u[None], z, z @ phi_t, rows=rows)
+                    z_block[b] = state[:k]
+                    np.multiply(state[k:], u_scale, out=u_block[b])
+                    b += 1
+                    if b == block:
+                        flush(i, t + 1 - b, b)
+                        b = 0
                 else:
-                    recorder.u[-1, i] = u
+                    if b:
+                        flush(i, t - b, b)
+                    recorder.u[-1, i] = state[k:] * u_scale
             now = time.perf_counter()
             if now - last > 0.2 or i == n - 1:
                 _write_progress(progress, (i + 1) * period)

@@ -159,16 +159,18 @@ class TraceRecorder:
         if self.rate_metrics:
             self.step_rate_mse[t, rows] = np.mean((x - r @ self.net.phi.T) ** 2, axis=1)
 
-    def add_block(self, t0, u, z, rows=slice(None)):
+    def add_block(self, t0, u, z, rows=slice(None), recon=None):
         """Record steps t0 … t0+B−1 at once: u (B, n, K) potentials u_t, z (B, n, K) counts.
 
-        The read-out Φz is computed here.  Same results as B calls of :meth:`add`,
-        without the per-step Python overhead; ``rows`` as in :meth:`add`.
+        The read-out Φz is computed here unless given as ``recon`` (B, n, D).  Same
+        results as B calls of :meth:`add`, without the per-step Python overhead;
+        ``rows`` as in :meth:`add`.
         """
         b = u.shape[0]
         span = slice(t0, t0 + b)
         x = self.x[rows]
-        recon = z @ self.net.phi.T  # (B, n, D)
+        if recon is None:
+            recon = z @ self.net.phi.T  # (B, n, D)
         residual = x[None] - recon
         self.step_mse[span, rows] = (np.einsum("bnd,bnd->bn", residual, residual)
                                      / residual.shape[2])

@@ -59,6 +59,7 @@ class SubIPVAENetModel(AbstractSubProcessModel):
                 proc.x_in.connect(self.errors.x_in)
         self.latent.s_out.connect(proc.s_out)
         self.latent.u_out.connect(proc.u_out)
+        self.latent.state_out.connect(proc.state_out)
         proc.vars.u.alias(self.latent.u)
 
 
@@ -106,4 +107,5 @@ class SubIPVAENetModelFixed(AbstractSubProcessModel):
             self.feedforward.a_out.connect(self.latent.a_in)
         self.latent.s_out.connect(proc.s_out)
         self.latent.u_out.connect(proc.u_out)
+        self.latent.state_out.connect(proc.state_out)
         proc.vars.u.alias(self.latent.u)

@@ -70,6 +70,7 @@ class IPVAENet(AbstractProcess):
     x_in : InPort (D,), the input x (constant within a sample).
     s_out : OutPort (K,), graded spike counts per Lava step (int32 payloads).
     u_out : OutPort (K,), membrane potentials per Lava step (float64).
+    state_out : OutPort (2K,), [s_out, u_out] of each Lava step in one float64 message.
 
     Vars
     ----
@@ -112,6 +113,7 @@ class IPVAENet(AbstractProcess):
         self.x_in = InPort(shape=(d,))
         self.s_out = OutPort(shape=(k,))
         self.u_out = OutPort(shape=(k,))
+        self.state_out = OutPort(shape=(2 * k,))
         self.u = Var(shape=(k,), init=np.array(net.u0, dtype=np.float64))
 
     @property

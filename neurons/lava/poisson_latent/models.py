@@ -37,9 +37,10 @@ class AbstractPyPoissonLatentModel(PyLoihiProcessModel):
     :meth:`start_sample`, :meth:`integrate` and :meth:`fire`.
     """
 
-    a_in = None   # PyInPort, typed by the subclass
-    s_out = None  # PyOutPort of graded counts
-    u_out = None  # PyOutPort of potentials
+    a_in = None       # PyInPort, typed by the subclass
+    s_out = None      # PyOutPort of graded counts
+    u_out = None      # PyOutPort of potentials
+    state_out = None  # PyOutPort (2K,) float64: counts and potentials in one message
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -48,6 +49,7 @@ class AbstractPyPoissonLatentModel(PyLoihiProcessModel):
         self._steps = p["steps"]
         self._stride = p["stride"]
         self._period = None if self._steps is None else self._stride * self._steps + 1
+        self._fire_until = None if self._steps is None else self._stride * self._steps
         self._seed, self._offset = p["seed"], p["offset"]
         self._noise = None if p["noise_path"] is None else np.load(p["noise_path"], mmap_mode="r")
         self._drives = None if p["drives_path"] is None else np.load(p["drives_path"],
@@ -55,6 +57,7 @@ class AbstractPyPoissonLatentModel(PyLoihiProcessModel):
         self._fail_at = fail_at_step()
         self._sample = -1
         self._zeros = np.zeros(self._k, dtype=np.int32)
+        self._state = np.zeros(2 * self._k)  # the state_out message, reused every step
 
     # --- the arithmetic (subclasses) ---
 
@@ -67,7 +70,8 @@ class AbstractPyPoissonLatentModel(PyLoihiProcessModel):
         raise NotImplementedError("integrate() cannot be called on an abstract ProcessModel")
 
     def fire(self, t: int) -> np.ndarray:
-        """The counts z_t (K,) int32 of inference step t from u_t."""
+        """The counts z_t (K,) of inference step t from u_t: integers, in any numeric
+        dtype (the ports' channels cast them to their int32 payloads)."""
         raise NotImplementedError("fire() cannot be called on an abstract ProcessModel")
 
     # --- the schedule (shared) ---
@@ -83,16 +87,23 @@ class AbstractPyPoissonLatentModel(PyLoihiProcessModel):
             n, j = 0, s - 1
         else:
             n, j = divmod(s - 1, self._period)
+        t, rest = divmod(j, self._stride)
         if j == 0:
             self._sample = n
             self.start_sample(n)
-        elif j % self._stride == 0:
+        elif rest == 0:
             self.integrate(a_in)
-        self.u_out.send(self.u)
-        if j % self._stride == 0 and (self._steps is None or j < self._stride * self._steps):
-            self.s_out.send(self.fire(j // self._stride))
+        if rest == 0 and (self._fire_until is None or j < self._fire_until):
+            z = self.fire(t)
         else:
-            self.s_out.send(self._zeros)
+            z = self._zeros
+        self.s_out.send(z)
+        self.u_out.send(self.u)
+        if self.state_out.csp_ports:  # connected: one message of [z, u] for a reader
+            state = self._state
+            state[:self._k] = z
+            state[self._k:] = self.u
+            self.state_out.send(state)
 
 
 @implements(proc=PoissonLatent, protocol=LoihiProtocol)
@@ -104,6 +115,7 @@ class PyPoissonLatentModelFloat(AbstractPyPoissonLatentModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     u_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    state_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     u: np.ndarray = LavaPyType(np.ndarray, float)
     u0: np.ndarray = LavaPyType(np.ndarray, float)
     drive: np.ndarray = LavaPyType(np.ndarray, float)
@@ -115,29 +127,36 @@ class PyPoissonLatentModelFloat(AbstractPyPoissonLatentModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self._stream = None
+        k = self._k
+        # Work arrays (K,) float64, reused every step: no allocation in run_spk.
+        self._feedback = np.empty(k)
+        self._u_next = np.empty(k)
+        self._xi = np.empty(k)
+        self._rate = np.empty(k)
+        self._counts = np.empty(k)
 
     def start_sample(self, n: int) -> None:
-        self.u = self.u0.copy()
+        self.u = np.array(self.u0, dtype=np.float64)
         if self._noise is None:
             self._stream = sample_stream(self._seed, self._offset + n)
         if self._drives is not None:
             self.drive = np.array(self._drives[n], dtype=np.float64)
 
     def integrate(self, a_in: np.ndarray) -> None:
-        u_next = np.empty_like(self.u)
-        kernels.membrane(self.u, np.ascontiguousarray(a_in + self.drive, dtype=np.float64),
-                         self.eta.item(), self.bias, self.clamp_u.item(), self.clamp_du.item(),
-                         u_next)
-        self.u = u_next
+        np.add(a_in, self.drive, out=self._feedback)
+        u_next = self._u_next
+        kernels.membrane(self.u, self._feedback, self.eta.item(), self.bias,
+                         self.clamp_u.item(), self.clamp_du.item(), u_next)
+        # Swap the two buffers: u_t becomes the next step's output buffer.
+        self._u_next, self.u = self.u, u_next
 
     def fire(self, t: int) -> np.ndarray:
         if self._noise is not None:
-            xi = np.asarray(self._noise[t, self._sample], dtype=np.float64)
+            xi = np.ascontiguousarray(self._noise[t, self._sample], dtype=np.float64)
         else:
-            xi = self._stream.random(self._k)
-        rate, counts = np.empty_like(self.u), np.empty_like(self.u)
-        kernels.spikes(self.u, np.ascontiguousarray(xi, dtype=np.float64), rate, counts)
-        return counts.astype(np.int32)
+            xi = self._stream.random(out=self._xi)
+        kernels.spikes(self.u, xi, self._rate, self._counts)
+        return self._counts  # float64 integers; s_out's channel carries int32
 
 
 @implements(proc=PoissonLatent, protocol=LoihiProtocol)
@@ -154,6 +173,7 @@ class PyPoissonLatentModelFixed(AbstractPyPoissonLatentModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     u_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    state_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     u0: np.ndarray = LavaPyType(np.ndarray, float)
     drive: np.ndarray = LavaPyType(np.ndarray, float)

@@ -25,7 +25,11 @@ steps; sample n = (s − 1) // P, local step j = (s − 1) % P.
   (stride 2 lets a two-synapse loop, latent → Dense → error units → Dense →
   latent, deliver its feedback exactly in time; the last local step j = stride·T
   only integrates u_T);
-- ``u_out`` sends u every Lava step (u_t at j = stride·t).
+- ``u_out`` sends u every Lava step (u_t at j = stride·t);
+- ``state_out`` sends both in one message, [z, u] (2K,) float64, when connected
+  (a reader that wants counts and potentials needs one channel and one
+  Extractor instead of two: Lava's cost per step grows with its channels and
+  processes).
 
 With ``steps=None`` the neurons run one endless sample (u₀ at s = 1).
 
@@ -67,12 +71,14 @@ class PoissonLatent(AbstractProcess):
     a_in : InPort (K,) float, the feedback current (summed over connections).
     s_out : OutPort (K,) int32, graded spike counts (0 on silent steps).
     u_out : OutPort (K,) float64, the membrane potential of this Lava step.
+    state_out : OutPort (2K,) float64, [s_out, u_out] of this Lava step in one message
+        (sent only when connected).
 
     Vars
     ----
     u, u0, drive, bias : (K,) float64; eta, clamp_u, clamp_du : (1,) float64.
     In the ``fixed_pt`` model ``u`` holds the integer U = u·2^12 and ``u_out``
-    sends it; the float Vars are unused there.
+    sends it (and ``state_out`` its second half); the float Vars are unused there.
     """
 
     def __init__(self, *, u0, bias, eta, clamp_u: float = 8.0, clamp_du: float = 7.0,
@@ -102,6 +108,7 @@ class PoissonLatent(AbstractProcess):
         self.a_in = InPort(shape=(k,))
         self.s_out = OutPort(shape=(k,))
         self.u_out = OutPort(shape=(k,))
+        self.state_out = OutPort(shape=(2 * k,))
         self.u = Var(shape=(k,), init=u0.copy())
         self.u0 = Var(shape=(k,), init=u0.copy())
         self.drive = Var(shape=(k,), init=drive)
