@@ -4,6 +4,11 @@ Runs the network file through the reference simulator (true Poisson counts) on
 a data set's test split and writes ``evaluation.json`` (curves against
 inference step, runaway count, linear probe), ``curves.png`` and
 ``examples.png``.
+
+Under ``torchrun --nproc_per_node P -m ipvae evaluate ...`` (and across machines)
+every process simulates a contiguous index range of the test split and of the
+probe's training split (each keyed by its own indices, design §2.2); rank 0
+gathers them, fits the probe and writes: the same numbers as one process.
 """
 import json
 
@@ -22,7 +27,9 @@ def add_arguments(p):
                    help="rotate every image by DEG degrees (OOD test)")
     p.add_argument("--data-seed", type=seed, default=0,
                    help="seed of the data set's split (default 0)")
-    p.add_argument("--n", type=positive_int, help="evaluate only the first N test inputs")
+    p.add_argument("--n", "--n-inputs", type=positive_int,
+                   help="evaluate only the first N test inputs (--n-inputs under torchrun, "
+                        "whose own options --nnodes, --nproc... make --n ambiguous)")
     p.add_argument("--steps", type=positive_int, default=1000,
                    help="inference steps (default 1000)")
     p.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
@@ -43,7 +50,37 @@ def add_arguments(p):
 OUTPUTS = ("evaluation.json", "curves.png", "examples.png")
 
 
+RUN_AXES = dict(step_mse=1, step_rate_mse=1, step_zeros=1, step_rate=1, u=1, recon=1)
+"""The input axis of each array ``train.evaluate.run_chunked`` returns."""
+
+
 def run(args):
+    from networks.distributed import rank_world, release, serve
+
+    rank, world = rank_world()
+    if rank != 0:
+        return serve()
+    try:
+        return _lead(args, world)
+    finally:
+        release()
+
+
+def sharded_run(net, x, steps, **kwargs):
+    """``train.evaluate.run_chunked`` with x's inputs spread over the torchrun processes."""
+    from networks.distributed import concat_dicts, map_shards
+    from train.evaluate import run_chunked
+
+    # whole chunks of --batch: every simulate call, hence every float, is one process's
+    parts = map_shards(run_chunked, x, unit=kwargs.get("batch", 100), net=net, steps=steps,
+                       **kwargs)
+    out = concat_dicts(parts, RUN_AXES)
+    if out["recon"] is not None:
+        out["recon"] = out["recon"][:, :kwargs.get("keep_examples", 0)]
+    return out
+
+
+def _lead(args, world):
     from networks import load_network
     from networks.network import atomic_write
     from train.data import load_dataset
@@ -66,7 +103,7 @@ def run(args):
             probe_train = None
     result = evaluate(net, test, steps=args.steps, seed=args.seed, probe_train=probe_train,
                       probe_step=args.probe_step, batch=args.batch,
-                      progress=not args.quiet)
+                      progress=not args.quiet, runner=sharded_run if world > 1 else None)
     out.mkdir(parents=True, exist_ok=True)
     js = to_json(result)
     js["network"] = str(args.network)
@@ -84,6 +121,8 @@ def run(args):
         p = js["probe"]
         line.append("probe " + ", ".join(f"t={s}: {a:.3f}" for s, a in zip(p["steps"], p["rates"]))
                     + f" (pixels {p['pixels']:.3f})")
-    print(f"{test.meta['name']} test, {len(test)} inputs, step {t_last}: " + "; ".join(line))
+    procs = f" over {world} processes" if world > 1 else ""
+    print(f"{test.meta['name']} test, {len(test)} inputs{procs}, step {t_last}: "
+          + "; ".join(line))
     print(f"wrote {out / 'evaluation.json'}, {out / 'curves.png'}, {out / 'examples.png'}")
     return 0

@@ -1,4 +1,9 @@
-"""``ipvae simulate NET.npz``: run spiking inference with any backend, save the trace."""
+"""``ipvae simulate NET.npz``: run spiking inference with any backend, save the trace.
+
+Under ``torchrun --nproc_per_node P -m ipvae simulate ...`` every process runs a
+contiguous index range of the inputs (noise keyed by index, design §2.2) and
+rank 0 gathers the trace and writes it: the same arrays as one process.
+"""
 from ipvae.checks import output_file, positive_int, seed
 from ipvae.cli import UserError
 from ipvae.inputs import add_data_arguments, load_inputs
@@ -42,7 +47,20 @@ def backend_options(args, backend):
 
 
 def run(args):
-    from networks import load_network, simulate
+    from networks.distributed import rank_world, release, serve
+
+    rank, world = rank_world()
+    if rank != 0:
+        return serve()
+    try:
+        return _lead(args, world)
+    finally:
+        release()
+
+
+def _lead(args, world):
+    from networks import load_network
+    from networks.distributed import concat_traces, map_shards, simulate_shard
 
     options = backend_options(args, args.backend)
     out = output_file(args.out, "--out", inputs=[args.network])
@@ -52,11 +70,13 @@ def run(args):
             raise UserError("--out and --raster name the same file")
     net = load_network(args.network)
     x, offset = load_inputs(args, net)
-    trace = simulate(net, x, args.steps, backend=args.backend, seed=args.seed, offset=offset,
-                     progress=not args.quiet, **options)
+    parts = map_shards(simulate_shard, x, offset=offset, net=net, steps=args.steps,
+                       backend=args.backend, seed=args.seed, progress=not args.quiet, **options)
+    trace = concat_traces(parts, world)
     trace.save(out)
     mse = trace.mse()
-    print(f"wrote {args.out}: {args.backend}, {x.shape[0]} inputs x {args.steps} steps, "
+    procs = f" over {world} processes" if world > 1 else ""
+    print(f"wrote {args.out}: {args.backend}, {x.shape[0]} inputs x {args.steps} steps{procs}, "
           f"MSE {mse[0]:.4g} (t=0) -> {mse[-1]:.4g} (t={args.steps - 1})")
     if args.raster:
         from networks.plots import plot_rasters
