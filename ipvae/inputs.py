@@ -17,7 +17,9 @@ def add_data_arguments(p):
                    help="inputs: planted (sparse codes under the network's own dictionary), "
                         "mnist, digits, patches (test split), or a PATH to a .npy array / "
                         "image folder")
-    p.add_argument("--n", type=positive_int, default=8, help="number of inputs (default 8)")
+    p.add_argument("--n", "--n-inputs", type=positive_int, default=8,
+                   help="number of inputs (default 8; --n-inputs under torchrun, whose own "
+                        "options --nnodes, --nproc... make --n ambiguous)")
     p.add_argument("--offset", type=nonnegative_int, default=0,
                    help="index of the first input in the data set (keys its noise; default 0)")
     p.add_argument("--active", type=positive_int, default=5,
