@@ -34,6 +34,13 @@ from neurons.lava.failures import report_error
 BUFFER = 256
 """Extractor channel depth (Lava steps); the host drains the channels as they fill."""
 
+BLAS_THREADS = 1
+"""BLAS threads of the Lava run (its processes are forked from here and inherit it).
+Lava runs every Process in its own OS process, so the parallelism is already there;
+a Dense's product (512×512 float64, ~40 µs) gains nothing from more threads, and
+OpenBLAS's threads spinning between steps doubled the Dense process's CPU time per
+step on a 2-core machine (measured: ~1,000 → ~550 µs)."""
+
 BLOCK = 256
 """Inference steps handed to the TraceRecorder at once (the host's work per step is
 then a copy; the read-out and the metrics run once per block)."""
@@ -60,6 +67,16 @@ def cpu_seconds() -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+def _limit_blas_threads(threads: int) -> None:
+    """Limit BLAS to ``threads`` in this process and the Lava processes it will fork
+    (threadpoolctl; nothing happens without it)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(threads, user_api="blas")
 
 
 def _watch_parent(parent: int, directory: str, period_s: float = 0.5) -> None:
@@ -139,6 +156,7 @@ def main(directory: str) -> int:
         recorder.add_block(t0, u_block[:b, None], z_block[:b, None], rows=slice(i, i + 1),
                            recon=recon[:b, None])
 
+    _limit_blas_threads(BLAS_THREADS)
     t0 = time.perf_counter()
     try:
         ipvae.run(condition=RunSteps(num_steps=n * period, blocking=False), run_cfg=cfg)
