@@ -377,3 +377,15 @@ def test_sigma_initialisation_and_warm_up(tmp_path):
     for bad in (dict(sigma_init="median"), dict(sigma_init=0.0), dict(sigma_warmup=1.5)):
         with pytest.raises(ValueError, match="sigma_"):
             tiny_config(**bad).check()
+
+
+def test_beta_scaled_with_the_square_of_t_train():
+    from train.trainer import effective_beta
+
+    assert effective_beta(TrainConfig(beta=8.0, t_train=4)) == 8.0  # off by default
+    assert effective_beta(TrainConfig(beta=8.0, t_train=4, beta_t_ref=16.0)) == 0.5
+    assert effective_beta(TrainConfig(beta=8.0, t_train=16, beta_t_ref=16.0)) == 8.0
+    cfg = TrainConfig(beta=8.0, t_train=8, beta_t_ref=16.0, epochs=10)
+    assert schedule(999, 1000, cfg)["beta"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="beta_t_ref"):
+        TrainConfig(beta_t_ref=0.0).check()

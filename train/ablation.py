@@ -23,6 +23,13 @@ VARIANTS = {
     "beta=4": dict(beta=4.0),
     "beta=8, sigma_init=data": dict(beta=8.0, sigma_init="data"),
     "beta=4, sigma_init=data": dict(beta=4.0, sigma_init="data"),
+    "beta=2": dict(beta=2.0),
+    "beta=1": dict(beta=1.0),
+    "u0_init=-2": dict(u0_init=-2.0),
+    "u0_init=-2, beta=4": dict(u0_init=-2.0, beta=4.0),
+    "beta=8, beta_t_ref=16": dict(beta=8.0, beta_t_ref=16.0),
+    "authors' clamps 10/10, warm-up 0.5%, clip 3000": dict(clamp_u=10.0, clamp_du=10.0,
+                                                           warmup=0.005, grad_clip=3000.0),
 }
 SETTINGS = ((128, 4), (128, 16))
 
@@ -46,6 +53,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--only", nargs="*", help="variant names to run (default all)")
+    p.add_argument("--settings", nargs="*", default=[f"{k}x{t}" for k, t in SETTINGS],
+                   help="KxT_TRAIN pairs (default 128x4 128x16)")
     p.add_argument("--out", default="docs/training-ablation.md")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -56,7 +65,7 @@ def main(argv=None):
     for name, overrides in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        for k, t in SETTINGS:
+        for k, t in (map(int, kt.split("x")) for kt in args.settings):
             r = run_one(overrides, k, t, args.epochs)
             row = (f"| {name} | {k} | {t} | {r['r2']:.3f} | {r['zeros']:.3f} | "
                    f"{r['active']:.2f} | {'yes' if r['collapsed'] else 'no'} | "

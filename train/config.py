@@ -47,6 +47,8 @@ class TrainConfig:
     width: int = 10                     # relaxed-sampler width W
     sigma_init: float | str = 1.0       # initial σ, or "data": the training set's pixel std
     sigma_warmup: float = 0.0           # fraction of iterations with σ held at its initial value
+    u0_init: float = -5.0               # prior potentials start uniform in u0_init ± 1
+    beta_t_ref: float | None = None     # if set, β is scaled by (t_train / beta_t_ref)²
     seed: int = 0
     threads: int | None = None          # torch.set_num_threads
     time_budget: float | None = None    # minutes: fit the epochs to it, stop at it
@@ -70,6 +72,10 @@ class TrainConfig:
                                               and 0 < self.sigma_init < 30)):
             raise ValueError(f"sigma_init must be 'data' or a number in (0, 30), "
                              f"got {self.sigma_init!r}")
+        if self.beta_t_ref is not None and not self.beta_t_ref > 0:
+            raise ValueError(f"beta_t_ref must be > 0 (or None), got {self.beta_t_ref}")
+        if not -8.0 <= self.u0_init <= 5.0:
+            raise ValueError(f"u0_init must be in [-8, 5], got {self.u0_init}")
         if not 0 <= self.sigma_warmup <= 1:
             raise ValueError(f"sigma_warmup must be a fraction in [0, 1], got {self.sigma_warmup}")
         if self.time_budget is not None and self.time_budget <= 0:

@@ -80,11 +80,24 @@ def lr_factor(i: int, n: int, cfg: TrainConfig) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, p)))
 
 
+def effective_beta(cfg: TrainConfig) -> float:
+    """β, or with ``beta_t_ref`` set, β·(T_train/beta_t_ref)².
+
+    The loss averages KL_t over the T_train steps; a potential climbing the same
+    distance in T steps pays ≈ Σ_t e^u δ²/2 with δ ∝ 1/T, so the averaged KL grows
+    like 1/T² as T_train shrinks while the averaged NLL does not: the scaling keeps
+    the balance tuned at T_train = beta_t_ref (docs/training-ablation.md).
+    """
+    if cfg.beta_t_ref is None:
+        return cfg.beta
+    return cfg.beta * (cfg.t_train / cfg.beta_t_ref) ** 2
+
+
 def schedule(i: int, n: int, cfg: TrainConfig) -> dict:
     """β, temperature and clamp ceilings at iteration i of n."""
     a = min(1.0, i / max(1.0, cfg.temp_anneal * n))
     c = ramp(i, n, cfg.clamp_anneal)
-    return dict(beta=cfg.beta * max(1e-4, ramp(i, n, cfg.beta_warmup)),
+    return dict(beta=effective_beta(cfg) * max(1e-4, ramp(i, n, cfg.beta_warmup)),
                 temperature=cfg.temp_start + (cfg.temp_stop - cfg.temp_start) * a,
                 clamp_u=cfg.clamp_start + (cfg.clamp_u - cfg.clamp_start) * c,
                 clamp_du=cfg.clamp_start + (cfg.clamp_du - cfg.clamp_start) * c)
@@ -182,6 +195,9 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                        clamp_u=cfg.clamp_u, clamp_du=cfg.clamp_du, width=cfg.width, seed=cfg.seed)
     if state is None:
         init_sigma(model, cfg.sigma_init, x_all)
+        if cfg.u0_init != -5.0:  # (the model's own draw is U(−6, −4))
+            with torch.no_grad():
+                model.latent.u0.add_(cfg.u0_init + 5.0)
     opt = torch.optim.Adamax(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                              eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     from torch.utils.data.distributed import DistributedSampler

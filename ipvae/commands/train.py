@@ -40,6 +40,12 @@ def add_arguments(p):
                    help=f"upper soft clamp of u (default {d.clamp_u:g})")
     p.add_argument("--clamp-du", type=finite_float, default=d.clamp_du,
                    help=f"upper soft clamp of du (default {d.clamp_du:g})")
+    p.add_argument("--sigma-init", type=_sigma_init, default=d.sigma_init,
+                   help=f"initial decoder σ: a number or 'data' (the training set's std; "
+                        f"default {d.sigma_init})")
+    p.add_argument("--sigma-warmup", type=finite_float, default=d.sigma_warmup,
+                   help=f"fraction of iterations with σ held at its initial value "
+                        f"(default {d.sigma_warmup:g})")
     p.add_argument("--seed", type=seed, default=d.seed,
                    help=f"seed of initialisation, batches and noise (default {d.seed})")
     p.add_argument("--threads", type=positive_int, help="torch.set_num_threads per process")
@@ -63,7 +69,14 @@ def add_arguments(p):
 
 FIELDS = ("data", "data_dir", "rotate", "n_train", "latents", "t_train", "beta", "kl_form",
           "decoder", "epochs", "batch", "lr", "width", "clamp_u", "clamp_du", "seed",
-          "threads", "time_budget", "eval_steps")
+          "threads", "time_budget", "eval_steps", "sigma_init", "sigma_warmup")
+
+
+def _sigma_init(text: str):
+    """'data' or a positive number (argparse type)."""
+    if text == "data":
+        return text
+    return positive_float(text)
 
 
 def run(args):
