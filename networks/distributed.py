@@ -12,12 +12,13 @@ block (row count mod the kernel's unroll) differently, so a split elsewhere
 moves potentials by an ulp or so, inside design §2.1's tolerance.
 
 One process per rank, started by ``torchrun`` (which sets ``RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``).  Rank 0 leads: it reads the
-inputs, runs a command as usual and, wherever the command simulates, calls
-:func:`map_shards`, which sends every rank its shard (the function to run, its
-arguments and its slice of the inputs: the other ranks need no files), runs its
-own, and gathers the results in index order.  The other ranks only
-:func:`serve`: they run what rank 0 sends until it calls :func:`release`.
+``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``); a command enters through
+:func:`lead_or_serve`.  Rank 0 leads: it reads the inputs, runs the command as
+usual and, wherever the command simulates, calls :func:`map_shards`, which sends
+every rank its shard (the function to run, its arguments and its slice of the
+inputs: the other ranks need no files), runs its own, and gathers the results in
+index order.  The other ranks only :func:`serve`: they run what rank 0 sends
+until it calls :func:`release`.
 Without torchrun (no ``WORLD_SIZE`` > 1) nothing here starts a process group and
 :func:`map_shards` is one plain call.
 
@@ -68,6 +69,20 @@ def shard(n: int, rank: int, world: int, unit: int = 1) -> tuple[int, int]:
     q, r = divmod(-(-n // unit), world)
     lo = rank * q + min(rank, r)
     return min(n, lo * unit), min(n, (lo + q + (rank < r)) * unit)
+
+
+def lead_or_serve(lead, *args) -> int:
+    """A command's entry under torchrun: rank 0 returns ``lead(*args, world)`` (the
+    command as usual, calling :func:`map_shards` to simulate) and then releases the
+    others, also when ``lead`` raises; the other ranks :func:`serve` until then.
+    Without torchrun: ``lead(*args, 1)``."""
+    rank, world = rank_world()
+    if rank != 0:
+        return serve()
+    try:
+        return lead(*args, world)
+    finally:
+        release()
 
 
 def map_shards(fn, x, *, offset: int = 0, unit: int = 1, **kwargs) -> list:

@@ -107,9 +107,10 @@ def test_shards_are_contiguous_near_equal_and_cover_every_index_once():
 
 
 def test_without_torchrun_map_shards_is_one_plain_call():
-    from networks.distributed import map_shards, rank_world, release
+    from networks.distributed import lead_or_serve, map_shards, rank_world, release
 
     assert rank_world() == (0, 1)
+    assert lead_or_serve(lambda a, world: (a, world), "args") == ("args", 1)
     got = map_shards(lambda x, offset, scale: (x * scale, offset), np.arange(5), offset=7,
                      scale=2)
     assert len(got) == 1 and got[0][1] == 7 and list(got[0][0]) == [0, 2, 4, 6, 8]

@@ -55,15 +55,9 @@ RUN_AXES = dict(step_mse=1, step_rate_mse=1, step_zeros=1, step_rate=1, u=1, rec
 
 
 def run(args):
-    from networks.distributed import rank_world, release, serve
+    from networks.distributed import lead_or_serve
 
-    rank, world = rank_world()
-    if rank != 0:
-        return serve()
-    try:
-        return _lead(args, world)
-    finally:
-        release()
+    return lead_or_serve(_lead, args)
 
 
 def sharded_run(net, x, steps, **kwargs):

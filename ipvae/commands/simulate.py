@@ -47,15 +47,9 @@ def backend_options(args, backend):
 
 
 def run(args):
-    from networks.distributed import rank_world, release, serve
+    from networks.distributed import lead_or_serve
 
-    rank, world = rank_world()
-    if rank != 0:
-        return serve()
-    try:
-        return _lead(args, world)
-    finally:
-        release()
+    return lead_or_serve(_lead, args)
 
 
 def _lead(args, world):
