@@ -382,8 +382,8 @@ def test_sigma_initialisation_and_warm_up(tmp_path):
 def test_beta_scaled_with_the_square_of_t_train():
     from train.trainer import effective_beta
 
-    assert effective_beta(TrainConfig(beta=8.0, t_train=4)) == 8.0  # off by default
-    assert effective_beta(TrainConfig(beta=8.0, t_train=4, beta_t_ref=16.0)) == 0.5
+    assert effective_beta(TrainConfig(beta=8.0, t_train=4, beta_t_ref=None)) == 8.0
+    assert effective_beta(TrainConfig(beta=8.0, t_train=4)) == 0.5  # reference 16 by default
     assert effective_beta(TrainConfig(beta=8.0, t_train=16, beta_t_ref=16.0)) == 8.0
     cfg = TrainConfig(beta=8.0, t_train=8, beta_t_ref=16.0, epochs=10)
     assert schedule(999, 1000, cfg)["beta"] == pytest.approx(2.0)

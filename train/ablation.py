@@ -16,20 +16,22 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "baseline (current defaults)": {},
-    "sigma_init=data": dict(sigma_init="data"),
-    "sigma held 1 (sigma_warmup=1)": dict(sigma_warmup=1.0),
-    "beta=8": dict(beta=8.0),
-    "beta=4": dict(beta=4.0),
-    "beta=8, sigma_init=data": dict(beta=8.0, sigma_init="data"),
-    "beta=4, sigma_init=data": dict(beta=4.0, sigma_init="data"),
-    "beta=2": dict(beta=2.0),
-    "beta=1": dict(beta=1.0),
-    "u0_init=-2": dict(u0_init=-2.0),
-    "u0_init=-2, beta=4": dict(u0_init=-2.0, beta=4.0),
+    "beta=24 unscaled (the defaults before)": dict(beta_t_ref=None),
+    "sigma_init=data": dict(sigma_init="data", beta_t_ref=None),
+    "sigma held 1 (sigma_warmup=1)": dict(sigma_warmup=1.0, beta_t_ref=None),
+    "beta=8": dict(beta=8.0, beta_t_ref=None),
+    "beta=4": dict(beta=4.0, beta_t_ref=None),
+    "beta=8, sigma_init=data": dict(beta=8.0, sigma_init="data", beta_t_ref=None),
+    "beta=4, sigma_init=data": dict(beta=4.0, sigma_init="data", beta_t_ref=None),
+    "beta=2": dict(beta=2.0, beta_t_ref=None),
+    "beta=1": dict(beta=1.0, beta_t_ref=None),
+    "u0_init=-2": dict(u0_init=-2.0, beta_t_ref=None),
+    "u0_init=-2, beta=4": dict(u0_init=-2.0, beta=4.0, beta_t_ref=None),
     "beta=8, beta_t_ref=16": dict(beta=8.0, beta_t_ref=16.0),
+    "beta=24, beta_t_ref=16 (the new defaults)": {},
     "authors' clamps 10/10, warm-up 0.5%, clip 3000": dict(clamp_u=10.0, clamp_du=10.0,
-                                                           warmup=0.005, grad_clip=3000.0),
+                                                           warmup=0.005, grad_clip=3000.0,
+                                                           beta_t_ref=None),
 }
 SETTINGS = ((128, 4), (128, 16))
 

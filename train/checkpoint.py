@@ -58,6 +58,7 @@ def load_checkpoint(path) -> dict:
 def saved_config(state: dict, path) -> TrainConfig:
     """The TrainConfig a checkpoint was written with (ValueError naming the file if invalid)."""
     saved = dict(state["config"])
+    saved.setdefault("beta_t_ref", None)  # runs saved before β was scaled with T_train
     if "adam_betas" in saved:
         saved["adam_betas"] = tuple(saved["adam_betas"])
     try:

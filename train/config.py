@@ -48,7 +48,7 @@ class TrainConfig:
     sigma_init: float | str = 1.0       # initial σ, or "data": the training set's pixel std
     sigma_warmup: float = 0.0           # fraction of iterations with σ held at its initial value
     u0_init: float = -5.0               # prior potentials start uniform in u0_init ± 1
-    beta_t_ref: float | None = None     # if set, β is scaled by (t_train / beta_t_ref)²
+    beta_t_ref: float | None = 16.0     # β is scaled by (t_train / beta_t_ref)² (None: not)
     seed: int = 0
     threads: int | None = None          # torch.set_num_threads
     time_budget: float | None = None    # minutes: fit the epochs to it, stop at it

@@ -16,7 +16,11 @@ Optimisation follows the authors: Adamax (betas 0.9/0.999, eps 1e-8, weight
 decay 3e-4, lr 2e-3 on MNIST), a linear warm-up then cosine decay to 1e-5,
 gradient-norm clipping at 500, β warmed up linearly over the first 10% of
 iterations, the sampler temperature annealed linearly 1 → 0.01 over the first
-half, and the clamp ceilings ramped up from 2 over the first 10%.
+half, and the clamp ceilings ramped up from 2 over the first 10%.  β is given
+for T_train = 16 and scaled by (T_train/16)² (``beta_t_ref``; see
+:func:`effective_beta`): unscaled, T_train = 4 and 8 collapsed
+(docs/training-ablation.md).  After every epoch :mod:`train.health` checks on
+held-out inputs that the model has not collapsed.
 
 Defaults chosen by held-out stability (embedded MNIST, K = 512, T_train = 16,
 15 minutes, clamp_u = 8, evaluated to step 1000 with true Poisson counts on the

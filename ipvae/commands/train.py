@@ -24,6 +24,10 @@ def add_arguments(p):
                    help=f"inference steps unrolled in training (default {d.t_train})")
     p.add_argument("--beta", type=finite_float, default=d.beta,
                    help=f"KL weight (default {d.beta})")
+    p.add_argument("--beta-t-ref", type=_beta_t_ref, default=d.beta_t_ref,
+                   help=f"scale the KL weight by (T_train / this)², so that β keeps its "
+                        f"meaning at other T_train; 'none': no scaling (default "
+                        f"{d.beta_t_ref:g})")
     p.add_argument("--kl", dest="kl_form", default=d.kl_form, choices=["exact", "posterior"],
                    help=f"Poisson KL form (default {d.kl_form})")
     p.add_argument("--decoder", default=d.decoder, choices=["linear", "mlp", "conv"],
@@ -69,7 +73,12 @@ def add_arguments(p):
 
 FIELDS = ("data", "data_dir", "rotate", "n_train", "latents", "t_train", "beta", "kl_form",
           "decoder", "epochs", "batch", "lr", "width", "clamp_u", "clamp_du", "seed",
-          "threads", "time_budget", "eval_steps", "sigma_init", "sigma_warmup")
+          "threads", "time_budget", "eval_steps", "sigma_init", "sigma_warmup", "beta_t_ref")
+
+
+def _beta_t_ref(text: str):
+    """'none' or a positive number (argparse type)."""
+    return "none" if text.lower() == "none" else positive_float(text)
 
 
 def _sigma_init(text: str):
@@ -88,6 +97,8 @@ def run(args):
 
     run_folder(args.out)
     given = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
+    if given.get("beta_t_ref") == "none":
+        given["beta_t_ref"] = None
     given["progress"] = not args.quiet
     cfg = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
     res = train(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
@@ -108,7 +119,8 @@ def run(args):
         line += "; COLLAPSED: " + "; ".join(m["collapse_reasons"])
     print(line)
     if m.get("collapsed") and not args.allow_collapse:
-        print(f"training collapsed (see 'held_out' in {args.out}/metrics.json); pass "
-              "--allow-collapse to accept it", file=sys.stderr)
+        print(f"training collapsed (see 'held_out' in {args.out}/metrics.json; a lower --beta "
+              "often helps, docs/training-ablation.md); pass --allow-collapse to accept it",
+              file=sys.stderr)
         return 1
     return 0
