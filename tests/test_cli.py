@@ -46,7 +46,7 @@ def status_of(argv) -> int:
     (["simulate", "missing.npz", "--out", "t.npz"], "network file not found"),
     (["simulate", "NET", "--backend", "nest", "--out", "t.npz"], "invalid choice: 'nest'"),
     (["simulate", "NET", "--data", "nope", "--out", "t.npz"], "unknown --data"),
-    (["simulate", "NET", "--n", "0", "--out", "t.npz"], "--n: must be >= 1"),
+    (["simulate", "NET", "--n", "0", "--out", "t.npz"], "--n/--n-inputs: must be >= 1"),
 ])
 def test_user_errors_print_one_line_and_exit_nonzero(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
