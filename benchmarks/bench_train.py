@@ -83,14 +83,13 @@ def _run(width, threads, temperature, net, iters=8, dense=False):
 def _needed_width(run: Path):
     import math
 
-    import torch
-
     from neurons.relaxed import width_needed
+    from train.checkpoint import load_checkpoint
 
     ckpt = run / "checkpoint.pt"
     if not ckpt.is_file():
         return None, None
-    max_u = max(torch.load(ckpt, weights_only=False)["history"]["epoch_max_u"])
+    max_u = max(load_checkpoint(ckpt)["history"]["epoch_max_u"])
     return width_needed(math.exp(max_u)), max_u
 
 
