@@ -1,4 +1,6 @@
-"""The Lava backend (issue 5): exact rasters, no state leaks, a user's own graph, isolation.
+"""The Lava backend's own behaviour: a user's own graph, process isolation and clean-up, the
+model's noise stream (agreement with the reference, batches and explicit noise are in the
+contract suite, tests/test_backend_contract.py).
 
 Every test needs lava-nc (``require("lava")``): skipped without it, failed under CI=true.
 """
@@ -13,67 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from leftovers import leaked_shared_memory, marked_processes, shm_names
 
 from networks import planted_network, simulate
 from networks.noise import shared_uniforms
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGIES = ("folded", "error-units")
-
-
-def _assert_same_run(lava, ref, min_counts=10_000):
-    """Identical spike counts (all of them, ≥ min_counts) and u within 1e-9."""
-    assert lava.spikes.shape == ref.spikes.shape
-    assert lava.spikes.size >= min_counts
-    # The comparison must be able to fail: a mix of silent and firing entries.
-    assert 0.01 < (ref.spikes > 0).mean() < 0.99
-    np.testing.assert_array_equal(lava.spikes, ref.spikes)
-    assert lava.u.shape == ref.u.shape
-    np.testing.assert_allclose(lava.u, ref.u, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(lava.mse(), ref.mse(), rtol=1e-9, atol=1e-12)
-
-
-@pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_planted_network_matches_reference_exactly(planted, topology):
-    """planted_network(64,128,5): 8 inputs × 16 steps × 128 latents = 16,384 counts."""
-    require("lava")
-    net, x, _ = planted
-    ref = simulate(net, x, 16, seed=5)
-    lava = simulate(net, x, 16, backend="lava", seed=5, topology=topology)
-    _assert_same_run(lava, ref)
-    assert lava.info["backend"] == "lava" and lava.info["topology"] == topology
-
-
-@pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_other_shape_matches_reference_with_explicit_noise(topology):
-    """D=50, K=37 (D≠K, K not a power of two), 7 inputs × 40 steps = 10,360 counts.
-
-    Driven by an explicit noise array (the memory-mapped path), unrelated to the seed streams.
-    """
-    require("lava")
-    net, x, _ = planted_network(50, 37, 4, seed=11, n_inputs=7)
-    noise = np.random.default_rng(99).random((40, 7, 37))
-    ref = simulate(net, x, 40, noise=noise)
-    lava = simulate(net, x, 40, backend="lava", noise=noise, seed=1, topology=topology)
-    _assert_same_run(lava, ref)
-    # The explicit noise really was used: the seed-stream run differs.
-    assert not np.array_equal(simulate(net, x, 40, seed=1).spikes, lava.spikes)
-
-
-@pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_batch_equals_lone_runs(planted, topology):
-    """Sample n of a batch == a lone run with offset=n: u, Dense buffers and counters reset."""
-    require("lava")
-    net, x, _ = planted
-    n, steps = 3, 12
-    batch = simulate(net, x[:n], steps, backend="lava", seed=2, topology=topology)
-    # Different inputs end in different states, so a leak would show.
-    assert not np.allclose(batch.u[-1, 0], batch.u[-1, 1])
-    for i in range(1, n):  # samples after the first are where a leak would show
-        lone = simulate(net, x[i:i + 1], steps, backend="lava", seed=2, offset=i,
-                        topology=topology)
-        np.testing.assert_array_equal(lone.spikes[:, 0], batch.spikes[:, i])
-        np.testing.assert_array_equal(lone.u[:, 0], batch.u[:, i])
 
 
 USER_GRAPH = textwrap.dedent("""
@@ -134,21 +82,6 @@ def test_user_graph_reproduces_simulate(planted, tmp_path):
     assert ref.spikes.sum() > 0
 
 
-def _marked_processes(mark: str) -> list[int]:
-    """PIDs of live processes whose environment carries the test's marker."""
-    needle = f"IPVAE_LAVA_TEST_MARK={mark}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def _child_pids() -> set[int]:
     """Direct children of this (test) process."""
     me = str(os.getpid())
@@ -162,29 +95,6 @@ def _child_pids() -> set[int]:
             if stat.rsplit(")", 1)[1].split()[1] == me:
                 kids.add(int(entry.name))
     return kids
-
-
-def _leaked_shared_memory(before: set[str]) -> set[str]:
-    """/dev/shm segments created since ``before`` that no live process maps any more."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        return set()
-    new = {p.name for p in shm.iterdir()} - before
-    mapped = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "maps").read_text(errors="replace")
-            except OSError:
-                continue
-            mapped.update(line.split("/dev/shm/", 1)[1].split()[0]
-                          for line in text.splitlines() if "/dev/shm/" in line)
-    return {name for name in new - mapped if (shm / name).exists()}
-
-
-def _shm_names() -> set[str]:
-    shm = Path("/dev/shm")
-    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
 
 
 @pytest.fixture
@@ -202,16 +112,16 @@ def test_model_failure_is_a_clear_error_and_leaves_nothing_behind(tiny, monkeypa
     monkeypatch.setenv("IPVAE_LAVA_TEST_MARK", mark)
     monkeypatch.setenv("IPVAE_LAVA_FAIL_AT", "3")
     timeout = 60.0
-    kids_before, shm_before = _child_pids(), _shm_names()
+    kids_before, shm_before = _child_pids(), shm_names()
     for topology in TOPOLOGIES * 10:
         start = time.monotonic()
         with pytest.raises(RuntimeError, match="forced failure at Lava time step 3"):
             simulate(net, x, 5, backend="lava", topology=topology, timeout=timeout)
         assert time.monotonic() - start < timeout
-        assert _marked_processes(mark) == []
+        assert marked_processes(mark) == []
         assert _child_pids() == kids_before
     # The killed runtime's shared-memory channels are unlinked too.
-    assert _leaked_shared_memory(shm_before) == set()
+    assert leaked_shared_memory(shm_before) == set()
 
 
 def test_timeout_kills_the_run(tiny, monkeypatch):
@@ -220,11 +130,11 @@ def test_timeout_kills_the_run(tiny, monkeypatch):
     net, x = tiny
     mark = uuid.uuid4().hex
     monkeypatch.setenv("IPVAE_LAVA_TEST_MARK", mark)
-    shm_before = _shm_names()
+    shm_before = shm_names()
     with pytest.raises(RuntimeError, match="timed out after 0.5 s"):
         simulate(net, x, 100_000, backend="lava", timeout=0.5)
-    assert _marked_processes(mark) == []
-    assert _leaked_shared_memory(shm_before) == set()
+    assert marked_processes(mark) == []
+    assert leaked_shared_memory(shm_before) == set()
 
 
 def test_bad_requests_fail_on_the_host_before_any_process(planted, monkeypatch):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
+from leftovers import leaked_shared_memory, marked_processes, shm_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,41 +29,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _marked(mark: str) -> list[int]:
-    needle = f"IPVAE_LAVA_TEST_MARK={mark}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def _shm() -> set[str]:
-    shm = Path("/dev/shm")
-    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
-
-
-def _leaked(before: set[str]) -> set[str]:
-    """Segments created since ``before`` that no live process maps (other runs' are mapped)."""
-    mapped = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "maps").read_text(errors="replace")
-            except OSError:
-                continue
-            mapped.update(line.split("/dev/shm/", 1)[1].split()[0]
-                          for line in text.splitlines() if "/dev/shm/" in line)
-    return {name for name in _shm() - before - mapped if (Path("/dev/shm") / name).exists()}
-
-
 def _started(mark: str) -> bool:
     """True once Lava's runtime has forked its processes (parent + child + at least 2)."""
-    return len(_marked(mark)) >= 4
+    return len(marked_processes(mark)) >= 4
 
 
 @pytest.mark.parametrize("signum,repeats", [(signal.SIGTERM, 10), (signal.SIGHUP, 1),
@@ -82,7 +51,7 @@ def test_signal_to_the_parent_leaves_nothing_behind(signum, repeats):
 def _run_and_signal(tmpdir: Path, mark: str, signum: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmpdir),
                IPVAE_LAVA_TEST_MARK=mark)
-    shm_before = _shm()
+    shm_before = shm_names()
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -104,10 +73,10 @@ def _run_and_signal(tmpdir: Path, mark: str, signum: int) -> None:
     proc.stderr.close()
     # SIGKILL cannot be caught: the child's watchdog notices the parent is gone (0.5 s)
     deadline = time.monotonic() + 20
-    while (_marked(mark) or list(tmpdir.iterdir())) and time.monotonic() < deadline:
+    while (marked_processes(mark) or list(tmpdir.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _marked(mark) == []
-    assert _leaked(shm_before) == set()
+    assert marked_processes(mark) == []
+    assert leaked_shared_memory(shm_before) == set()
     assert list(tmpdir.iterdir()) == []  # no ipvae-lava-*, no pymp-*
 
 
