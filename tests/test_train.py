@@ -389,3 +389,22 @@ def test_beta_scaled_with_the_square_of_t_train():
     assert schedule(999, 1000, cfg)["beta"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="beta_t_ref"):
         TrainConfig(beta_t_ref=0.0).check()
+
+
+def test_a_short_unroll_learns_with_the_scaled_beta_and_collapses_without(tmp_path):
+    """Issue 16 in small: 8x8 digits, K = 32, T_train = 4, β = 24.  With β scaled by
+    (T_train/16)² (the default) the run learns and is not flagged; with β unscaled the code
+    dies and the detector says so."""
+    from train.data import load_dataset
+
+    train_set, test_set = load_dataset("digits", "train").head(500), load_dataset("digits", "test")
+    results = {}
+    for ref in (16.0, None):
+        cfg = tiny_config(latents=32, t_train=4, batch=50, epochs=10, beta=24.0, lr=1e-2,
+                          beta_t_ref=ref)
+        m = train(cfg, tmp_path / str(ref), dataset=train_set,
+                  test_dataset=test_set.head(100))["metrics"]
+        results[ref] = m
+    healthy, dead = results[16.0], results[None]
+    assert not healthy["collapsed"] and healthy["held_out"]["r2"] > 0.15, healthy["held_out"]
+    assert dead["collapsed"] and dead["held_out"]["r2"] < 0 and dead["held_out"]["zeros"] > 0.95
