@@ -48,26 +48,25 @@ def seed(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
+def _float(text: str, ok, requirement: str) -> float:
+    """``text`` as a float satisfying ``ok``; ArgumentTypeError naming the ``requirement``."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _float(text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def finite_float(text: str) -> float:
     """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-    return value
+    return _float(text, math.isfinite, "finite")
 
 
 def _writable_folder(folder: Path, option: str, path: Path) -> None:
