@@ -161,11 +161,13 @@ def test_degenerate_parameters_are_refused_by_the_constructor_too():
     (["train", "--epochs", "0", "--out", "r"], "--epochs: must be >= 1"),
     (["train", "--out", "NET"], "is not a directory"),
     (["train", "--out", "NET/run"], "is not a directory"),
+    (["evaluate", "NET", "--data", "text.npy", "--out", "e"], "not a .npy array file"),
 ])
 def test_bad_options_and_outputs_are_one_line_usage_errors(work, capsys, argv, message):
     (work / "sub").mkdir()
     (work / "old").mkdir()
     (work / "old" / "report.json").write_text("{}")
+    (work / "text.npy").write_text("not an array\n")
     assert_refused(argv, capsys, work, message)
 
 

@@ -399,6 +399,13 @@ def _from_path(path: Path, split, seed):
 
 def _read_npy(path: Path):
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror})") from None
+    if magic != b"\x93NUMPY":  # np.load would call any other file pickled data
+        raise ValueError(f"{path}: not a .npy array file (it lacks the .npy header)")
+    try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"{path}: not a readable .npy array ({err})") from None
