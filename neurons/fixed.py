@@ -33,7 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurons import kernels
 from neurons import poisson as _recipe
+
+SPARSE_DENSE = 0.2
+"""Up to this share of nonzero payloads a Dense accumulates event-driven (work per message)."""
 
 U_FRAC = 12
 A_FRAC = 12
@@ -238,6 +242,15 @@ def dense_t(weights_t: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray
         # One input: a plain weighted row sum (exact, integers < 2^53) is cheaper than a
         # BLAS call, whose threads may wait for a busy core.
         acc = (weights_t[sent] * s[0, sent, None]).sum(axis=0, dtype=np.float64)[None]
+        acc = acc.astype(np.int64)
+    elif (np.count_nonzero(s) <= SPARSE_DENSE * s.size and weights_t.dtype == np.float64
+          and weights_t.flags.c_contiguous
+          and 256.0 * float(np.abs(s).max(initial=0)) * sent.size < 2.0 ** 53):
+        # Event-driven, one row of weights per nonzero payload (neurons.kernels.readout, as
+        # the float reference's feedback): every partial sum is an integer below 2^53, so
+        # float64 adds it exactly in any order.
+        acc = np.empty((s.shape[0], weights_t.shape[1]))
+        kernels.readout(np.ascontiguousarray(s, dtype=np.float64), weights_t, acc)
         acc = acc.astype(np.int64)
     elif sent.size < s.shape[1] // 2:
         acc = int_matmul(s[:, sent], weights_t[sent], b_max=256)
