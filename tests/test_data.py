@@ -166,7 +166,8 @@ def test_npy_flat_floats_are_kept(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"not a numpy file at all", "not a readable .npy"),
+    (b"not a numpy file at all", "not a .npy array file"),
+    (b"\x93NUMPY\x01\x00truncated", "not a readable .npy"),
     (np.zeros(5), "expected an array"),
     (np.zeros((3, 2, 2, 2)), "expected an array"),
     (np.array([[1.0, np.nan], [0.0, 1.0]]), "NaN"),
