@@ -61,7 +61,6 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         raise ValueError(f"block (steps of noise drawn at a time) must be >= 1, got {block}")
     if threads is not None and int(threads) < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    phi_t = np.ascontiguousarray(net.phi.T)  # (K, D), shared by every block
     k = net.n_latents
     # W[pre, post] (the transpose of Lava's Dense layout), so that a fired neuron's row
     # is contiguous; shared by every block.
@@ -70,7 +69,7 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     paths = []
 
     def make_kernels(lo, hi):
-        kern = FloatKernels(net, phi_t, seed, offset + lo,
+        kern = FloatKernels(net, seed, offset + lo,
                             None if noise is None else noise[:, lo:hi], block,
                             x=x[lo:hi], w_rows=w_rows)
         paths.append(kern.paths)
@@ -95,8 +94,8 @@ class FloatKernels:
     residual x − Φz).  The integer emulator (``hardware.emulator``) is another one.
     """
 
-    def __init__(self, net, phi_t, seed, offset, noise, block, x=None, w_rows=None):
-        self.net, self.phi_t = net, phi_t
+    def __init__(self, net, seed, offset, noise, block, x=None, w_rows=None):
+        self.net = net
         self.seed, self.offset, self.noise, self.block = seed, offset, noise, block
         self.sigma2, self.bias, self.eta = net.sigma2, net.bias, net.eta
         self.w_rows = w_rows  # (K, K) W[pre, post], or None: dense feedback only
