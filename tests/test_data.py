@@ -84,7 +84,15 @@ def test_patches_are_zca_whitened_near_identity_covariance(patches):
     assert train.input_shape == (16, 16) and train.y is None
     assert "ZCA" in train.meta["preprocessing"]
     lam = np.linalg.eigvalsh(np.cov(train.x.astype(np.float64), rowvar=False))
-    # Eigenvalues λ/(λ+ε): none above 1, the DC direction removed, most near 1.
+    # Standardised over the set: unit variance over all values (the authors' (x − μ)/σ).
+    assert abs(float(train.x.astype(np.float64).std()) - 1.0) < 1e-4
+    # Eigenvalues λ/(λ+ε), divided by the whitened set's variance s²: none above 1/s²,
+    # the DC direction removed, most near 1.
+    from train.data import _zca
+
+    s = _zca(0)[2]
+    assert 0.5 < s < 1.0
+    lam = lam * s * s
     assert lam.max() <= 1.0 + 1e-4
     assert lam.min() < 1e-6
     assert np.median(lam) > 0.6 and np.mean(lam > 0.5) > 0.6
@@ -96,7 +104,7 @@ def test_patches_are_zca_whitened_near_identity_covariance(patches):
     assert lam_raw.max() / lam_raw.min() > 300
     assert lam[-1] / lam[1] < 15
     # The held-out patches (other image regions) are whitened by the same transform.
-    lam_test = np.linalg.eigvalsh(np.cov(test.x.astype(np.float64), rowvar=False))
+    lam_test = np.linalg.eigvalsh(np.cov(test.x.astype(np.float64), rowvar=False)) * s * s
     assert 0.3 < np.median(lam_test) < 1.5
     np.testing.assert_allclose(train.x.mean(axis=1), 0.0, atol=1e-4)
 

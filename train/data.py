@@ -21,7 +21,9 @@ Names
     16×16 patches of the two photographs shipped with scikit-learn
     (``load_sample_images``), grey = mean of RGB / 255; each patch's mean is
     removed, then ZCA whitening fit on the training patches with
-    ε = 0.1 × mean eigenvalue (covariance eigenvalue λ becomes λ/(λ+ε)).
+    ε = 0.1 × mean eigenvalue (covariance eigenvalue λ becomes λ/(λ+ε)), then
+    every value divided by the whitened training set's std (unit variance over
+    the set, as the authors standardise their van Hateren patches).
     Training patches come from the left 80 % of each photograph, test patches
     from the right 20 % (no overlap); positions drawn with ``seed``.
 a path
@@ -341,27 +343,34 @@ def _cut_patches(split, seed, n):
 
 @functools.lru_cache(maxsize=4)
 def _zca(seed):
-    """ZCA matrix (256, 256) fit on the DC-removed training patches of ``seed``."""
+    """(W (256, 256), ε, s): the ZCA matrix fit on the DC-removed training patches of
+    ``seed``, its ε, and the scale s that standardises the whitened training set to unit
+    variance over all its values (the authors' ``(x − mean)/std`` over the set; the mean
+    is already 0: every patch's mean is removed and W maps zero-mean patches to
+    zero-mean patches)."""
     x = _cut_patches("train", seed, PATCHES_PER_SPLIT["train"])
     x = x - x.mean(axis=1, keepdims=True)
     lam, vec = np.linalg.eigh(np.cov(x, rowvar=False))
     lam = np.clip(lam, 0.0, None)
     eps = ZCA_EPS_FRACTION * lam.mean()
-    return (vec / np.sqrt(lam + eps)) @ vec.T, float(eps)
+    w = (vec / np.sqrt(lam + eps)) @ vec.T
+    return w, float(eps), float((x @ w).std())
 
 
 def _patches(split, seed):
     x = _cut_patches(split, seed, PATCHES_PER_SPLIT[split])
     x = x - x.mean(axis=1, keepdims=True)
-    w, eps = _zca(seed)
-    x = x @ w
+    w, eps, scale = _zca(seed)
+    x = (x @ w) / scale
     return Dataset(x.astype(np.float32), None, (PATCH_SIZE, PATCH_SIZE), dict(
         name="patches",
         source="sklearn.datasets.load_sample_images() (china.jpg, flower.jpg)",
-        preprocessing=(f"grey = mean(RGB)/255; 16x16 patches; each patch's mean removed; "
-                       f"ZCA whitening fit on the training patches, eps = "
+        preprocessing=(f"grey = mean(RGB)/255; {PATCH_SIZE}x{PATCH_SIZE} patches; each patch's "
+                       f"mean removed; ZCA whitening fit on the training patches, eps = "
                        f"{ZCA_EPS_FRACTION} x mean eigenvalue = {eps:.3g} "
-                       f"(covariance eigenvalue l -> l/(l+eps))"),
+                       f"(covariance eigenvalue l -> l/(l+eps)); then divided by the whitened "
+                       f"training set's std over all values ({scale:.4g}): unit variance "
+                       f"over the set"),
         split_rule=f"train from the left 80% of each photograph, test from the right 20%; "
                    f"{PATCHES_PER_SPLIT[split]} positions drawn with seed {seed}"))
 
