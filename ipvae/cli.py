@@ -21,6 +21,7 @@ COMMANDS = [
     "ipvae.commands.train",
     "ipvae.commands.evaluate",
     "ipvae.commands.deploy",
+    "ipvae.commands.experiment",
 ]
 
 
