@@ -408,3 +408,92 @@ def test_a_short_unroll_learns_with_the_scaled_beta_and_collapses_without(tmp_pa
     healthy, dead = results[16.0], results[None]
     assert not healthy["collapsed"] and healthy["held_out"]["r2"] > 0.15, healthy["held_out"]
     assert dead["collapsed"] and dead["held_out"]["r2"] < 0 and dead["held_out"]["zeros"] > 0.95
+
+
+def test_a_healthy_tiny_command_run_is_not_flagged(tmp_path, capsys):
+    """The counterpart of the forced collapse: a tiny run that learns exits 0 and no epoch
+    of it is flagged."""
+    import json
+
+    from ipvae.cli import main
+
+    args = ["train", "--data", "digits", "--n-train", "500", "--latents", "32",
+            "--t-train", "4", "--batch", "50", "--epochs", "6", "--lr", "1e-2", "--beta", "24",
+            "--eval-steps", "0", "--threads", "1", "--quiet", "--out", str(tmp_path / "ok")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "COLLAPSED" not in out + err
+    metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    assert metrics["collapsed"] is False and metrics["held_out"]["r2"] > 0.1, metrics["held_out"]
+    assert not _state(tmp_path / "ok")["history"]["health"][-1]["collapsed"]
+
+
+def test_separate_draws_score_their_own_sample():
+    """With the loss's draws keyed apart from the fed-back ones, the loss differs; given the
+    very same draws, the separate-draws path reproduces the shared (fused) one."""
+    ds = tiny_dataset()
+    x = torch.as_tensor(ds.x[:20])
+    model = IPVAEModel(36, 16, input_shape=(6, 6), seed=0, width=6)
+    model.set_schedule(temperature=0.5, clamp_u=4.0, clamp_du=4.0)
+    with torch.no_grad():                   # firing from the start, a visible decoder:
+        model.latent.u0.fill_(0.0)          # the draws matter
+        model.decoder.phi.copy_(torch.rand(36, 16, generator=torch.Generator().manual_seed(1))
+                                * 0.3)
+
+    def run(loss_stream):
+        fb = training_noise(0, 0, range(20), 16, 6)
+        ls = None if loss_stream is None else training_noise(0, 0, range(20), 16, 6,
+                                                             stream=loss_stream)
+        out = model(x, 5, fb, beta=1.0, loss_noise=ls)
+        model.zero_grad()
+        out["loss"].backward()
+        return float(out["loss"].detach()), model.decoder.phi.grad.clone()
+
+    shared, g_shared = run(None)
+    same, g_same = run(0)
+    other, g_other = run(1)
+    assert same == pytest.approx(shared, rel=1e-5)
+    torch.testing.assert_close(g_same, g_shared, rtol=1e-4, atol=1e-6)
+    assert abs(other - shared) > 1e-3 * abs(shared)
+    assert torch.isfinite(g_other).all() and float(g_other.abs().sum()) > 0
+
+
+def test_width_rule_follows_the_largest_rate(tmp_path):
+    from neurons.relaxed import width_needed
+    from scipy.stats import poisson
+    from train.trainer import sampler_width
+
+    for u in (-3.0, 0.0, 2.0, 5.0):
+        w = sampler_width(u, 8.0)
+        assert poisson.sf(w - 1, np.exp(u)) < 1e-3 <= poisson.sf(w - 2, np.exp(u)) or w == 1
+    assert sampler_width(None, 2.0) == width_needed(np.exp(2.0))   # the ceiling at the start
+    assert sampler_width(9.0, 3.0) == sampler_width(3.0, 3.0)      # never above the ceiling
+    # a run under the rule ends with the width its last rates need, and resumes exactly
+    cfg = dict(width_rule="quantile", epochs=3)
+    ds = tiny_dataset()
+    full = train(tiny_config(**cfg), tmp_path / "full", dataset=ds)
+    umax = full["history"]["epoch_max_u"][-1]
+    train(tiny_config(**cfg), tmp_path / "part", dataset=ds, stop_after=1)
+    train(tiny_config(**cfg), tmp_path / "part", dataset=ds, resume=True)
+    np.testing.assert_allclose(_state(tmp_path / "full")["history"]["loss"],
+                               _state(tmp_path / "part")["history"]["loss"], rtol=1e-6)
+    assert full["model"].latent.width > 1                      # set by the rule, not 6
+    with pytest.raises(ValueError, match="width_rule"):
+        tiny_config(width_rule="max").check()
+
+
+def test_loss_scale_is_a_global_factor(tmp_path):
+    """loss × loss_ref_dim / D: Adamax is invariant to a global scale of the loss when
+    neither its ε, weight decay nor clipping act, so the runs agree; with weight decay the
+    decay's relative size changes and they differ."""
+    ds = tiny_dataset()
+    base = dict(weight_decay=0.0, grad_clip=1e9, epochs=2, adam_eps=1e-30)
+    a = train(tiny_config(**base), tmp_path / "a", dataset=ds)["model"]
+    b = train(tiny_config(loss_ref_dim=36 * 4.0, **base), tmp_path / "b", dataset=ds)["model"]
+    torch.testing.assert_close(a.decoder.phi, b.decoder.phi, rtol=1e-3, atol=1e-5)
+    base["weight_decay"] = 0.3
+    c = train(tiny_config(**base), tmp_path / "c", dataset=ds)["model"]
+    d = train(tiny_config(loss_ref_dim=36 / 100.0, **base), tmp_path / "d", dataset=ds)["model"]
+    assert float((c.decoder.phi - d.decoder.phi).detach().abs().max()) > 1e-4
+    with pytest.raises(ValueError, match="loss_ref_dim"):
+        tiny_config(loss_ref_dim=0.0).check()

@@ -168,7 +168,7 @@ class IPVAEModel(nn.Module):
     # --- inference --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, steps: int, noise=None, beta: float = 1.0,
                 kl_form: str = "exact", keep_trajectory: bool = False,
-                fused: bool = True, r2_steps: str = "all") -> dict:
+                fused: bool = True, r2_steps: str = "all", loss_noise=None) -> dict:
         """Unroll ``steps`` inference steps on x (N, D).
 
         noise : per spiking event t = 0 … steps (steps + 1 events): at temperature 0
@@ -181,6 +181,12 @@ class IPVAEModel(nn.Module):
             as the readable reference and for comparisons).
         r2_steps : "all" (``r2`` for every step) or "last" (only the final step's, which
             is all training logs; saves the linear model two (K,K)-sized products).
+        loss_noise : None (one sample z_{t+1} both feeds back at step t+1 and is
+            scored by the loss at step t), or a second noise source like ``noise``:
+            the loss at step t scores its own draw at the same rate e^{u_{t+1}} (the
+            authors' separate draws; ``r2`` then describes the loss draws, ``zeros``
+            and the trajectory the feedback draws).
+            Runs the step-by-step composition (not the fused unroll).
         Returns a dict: ``loss`` scalar (mean over steps and inputs of NLL + β·KL),
         ``nll``, ``kl`` (steps,) per-step means (nats per input), ``r2`` (steps+1, N)
         (or (1, N) with ``r2_steps="last"``) R² of dec(z_t) per input, ``zeros``
@@ -215,7 +221,7 @@ class IPVAEModel(nn.Module):
                 return noise[t]
             return noise[0][t], noise[1][t]
 
-        if fused and not nonlinear:
+        if fused and not nonlinear and loss_noise is None:
             shape = x.new_empty(n, self.n_latents)
 
             def source(t):  # a noise source (temperature > 0) or uniforms ξ (temperature 0)
@@ -250,6 +256,9 @@ class IPVAEModel(nn.Module):
         diff = x - recon
         with torch.no_grad():
             sq_raw.append((diff * diff).sum(dim=1))
+        def loss_event(t):
+            return loss_noise.step(t) if hasattr(loss_noise, "step") else loss_noise[t]
+
         for t in range(steps):
             err = diff * inv_var
             with torch.enable_grad() if nonlinear else nullcontext():
@@ -262,11 +271,17 @@ class IPVAEModel(nn.Module):
                     kl_t = poisson_kl(u_next, u, kl_form).sum(dim=1)
                 z = grad_ready(z)
                 recon = self.decoder(z)
+                if loss_noise is not None:                 # the loss scores its own draw
+                    recon_loss = self.decoder(lat.fire(u_next, loss_event(t + 1)))
             diff = x - recon
+            if loss_noise is not None:
+                diff_fb, diff = diff, x - recon_loss
             nll.append(0.5 * ((diff * diff * inv_var).sum(dim=1) + nll_const))
             kl.append(kl_t)
             with torch.no_grad():
                 sq_raw.append((diff * diff).sum(dim=1))
+            if loss_noise is not None:
+                diff = diff_fb
             u = u_next
             us.append(u)
             zs.append(z)

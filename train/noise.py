@@ -150,8 +150,9 @@ def _np_mix64(z: np.ndarray) -> np.ndarray:
 class KeyedNoiseSteps:
     """Per-step :class:`KeyedNoise` for a batch: ``noise.step(t)`` for spiking event t."""
 
-    def __init__(self, seed: int, epoch: int, indices, n_latents: int, width: int):
-        self.seed, self.epoch = int(seed), int(epoch)
+    def __init__(self, seed: int, epoch: int, indices, n_latents: int, width: int,
+                 stream: int = 0):
+        self.seed, self.epoch, self.stream = int(seed), int(epoch), int(stream)
         self.indices = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices,
                                        dtype=torch.int64)
         if (self.indices < 0).any():
@@ -163,7 +164,9 @@ class KeyedNoiseSteps:
     GIL; the per-step tensor work runs on one thread, so a core is otherwise idle)."""
 
     def _make(self, t: int) -> KeyedNoise:
-        return KeyedNoise(stream_key(self.seed, self.epoch, t), self.indices, self.k, self.width)
+        key = (stream_key(self.seed, self.epoch, t) if self.stream == 0 else
+               stream_key(self.seed, self.epoch, t, self.stream))
+        return KeyedNoise(key, self.indices, self.k, self.width)
 
     def step(self, t: int) -> KeyedNoise:
         """The noise source of spiking event t."""
@@ -185,10 +188,13 @@ def _prefetch_pool() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
-def training_noise(seed: int, epoch: int, indices, n_latents: int, width: int) -> KeyedNoiseSteps:
+def training_noise(seed: int, epoch: int, indices, n_latents: int, width: int,
+                   stream: int = 0) -> KeyedNoiseSteps:
     """Relaxed-sampler noise for a batch, each sample's keyed by its index in the data set.
 
-    indices : (N,) the samples' indices in the data set.  Returns a lazy source whose
+    indices : (N,) the samples' indices in the data set.  stream : 0 for the draws
+    that feed back (and, by default, are scored by the loss); another value keys an
+    independent set (the loss's own draws with ``separate_draws``).  Returns a lazy source whose
     ``step(t)`` serves spiking event t (t = 0 … T); draws are made only where needed.
     """
-    return KeyedNoiseSteps(seed, epoch, indices, n_latents, width)
+    return KeyedNoiseSteps(seed, epoch, indices, n_latents, width, stream)

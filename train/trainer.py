@@ -107,6 +107,18 @@ def schedule(i: int, n: int, cfg: TrainConfig) -> dict:
                 clamp_du=cfg.clamp_start + (cfg.clamp_du - cfg.clamp_start) * c)
 
 
+def sampler_width(max_u: float | None, clamp_u: float) -> int:
+    """The relaxed sampler's width under ``width_rule="quantile"``: the Poisson 1 − 1e-3
+    quantile (+1) of the largest rate e^{max_u} seen in the last iteration (the current
+    ceiling e^{clamp_u} before the first), as the authors size their sampler.  The sampler
+    walks each neuron's arrivals only up to time 1 + 20τ (``neurons.relaxed``), so a wide
+    W costs only where a rate is high."""
+    from neurons.relaxed import width_needed
+
+    u = clamp_u if max_u is None else min(float(max_u), clamp_u)
+    return width_needed(math.exp(u))
+
+
 def init_sigma(model, sigma_init, x: torch.Tensor):
     """Set σ (every pixel) to ``sigma_init``, or with "data" to the std of the inputs x (N, D)."""
     from networks.network import LOG_SIGMA_LIMIT
@@ -235,6 +247,8 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
     def total_iters():
         return total_epochs * iters_per_epoch
 
+    loss_scale = 1.0 if cfg.loss_ref_dim is None else cfg.loss_ref_dim / d
+    max_u = history["epoch_max_u"][-1] if history["epoch_max_u"] else None  # last iteration's
     epoch = start_epoch
     end_epoch = total_epochs if stop_after is None else min(total_epochs, start_epoch + stop_after)
     t_run = time.perf_counter()
@@ -254,11 +268,16 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = order[b * local_batch:(b + 1) * local_batch]
-            noise = training_noise(cfg.seed, epoch, idx, cfg.latents, cfg.width)
+            if cfg.width_rule == "quantile":   # W follows the largest rate of the last iteration
+                model.latent.width = sampler_width(max_u, s["clamp_u"])
+            width = model.latent.width
+            noise = training_noise(cfg.seed, epoch, idx, cfg.latents, width)
+            loss_noise = (training_noise(cfg.seed, epoch, idx, cfg.latents, width, stream=1)
+                          if cfg.separate_draws else None)
             res = net_model(x_all[idx], cfg.t_train, noise, beta=s["beta"], kl_form=cfg.kl_form,
-                            r2_steps="last")
+                            r2_steps="last", loss_noise=loss_noise)
             opt.zero_grad(set_to_none=True)
-            res["loss"].backward()
+            (res["loss"] * loss_scale if loss_scale != 1.0 else res["loss"]).backward()
             if it < cfg.sigma_warmup * total_iters():
                 model.log_sigma_raw.grad = None                   # σ held
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -269,6 +288,11 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                                    "lower --lr or raise --beta")
             r2, zeros, umax = (float(res["r2"][-1].mean()), float(res["zeros"][-1].mean()),
                                float(res["max_u"].max()))
+            if cfg.width_rule == "quantile" and world > 1:   # one width on every rank
+                t_u = torch.tensor([umax])
+                torch.distributed.all_reduce(t_u, op=torch.distributed.ReduceOp.MAX)
+                umax = float(t_u)
+            max_u = umax
             sums += (loss, r2, zeros, 1.0)
             history["loss"].append(loss)
             bar.set_postfix(loss=f"{loss:.1f}", R2=f"{r2:.3f}", sparsity=f"{zeros:.3f}",
