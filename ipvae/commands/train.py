@@ -2,105 +2,152 @@
 
 Runs single-process, or under ``torchrun --nproc_per_node P -m ipvae train ...``
 (gloo, each process its shard of every batch; only rank 0 writes).
+
+Every ``TrainConfig`` field is an option, made from the field's metadata
+(``train.config.settings``: group, help, how the value is checked), so a new
+field needs no code here. Settings come from the options, then ``--config FILE``,
+then the defaults (with ``--resume``: the run's own settings); the resolved
+configuration is stored in the checkpoint, ``metrics.json`` and the network
+file's ``meta["config"]`` (design §3).
 """
-from ipvae.checks import finite_float, nonnegative_int, positive_float, positive_int, seed
+import argparse
 
 NAME = "train"
 HELP = "train an iP-VAE and write runs/NAME/{model.npz, metrics.json, *.png}"
 
+DESCRIPTION = """\
+Train an iP-VAE (the iterative Poisson VAE) by backpropagation through its
+unrolled inference and write the run folder --out: the network file model.npz
+(what every backend runs), metrics.json, checkpoint.pt and plots.
+
+Settings are taken from the options below, then from --config FILE, then from
+the defaults shown. With --resume the run's own settings replace the defaults,
+and a setting that changes the trained parameters must equal the run's.
+
+A config file is TOML (.toml) or JSON (.json) whose keys are the options'
+names without the leading dashes (dashes or underscores: t-train or t_train),
+at the top level or in a table named after their group, for example
+
+    latents = 128
+    [schedule]
+    epochs = 20
+    adam-betas = [0.9, 0.999]
+
+'none' (JSON: null) unsets a setting whose default is none."""
+
+EXTRA = ("config", "out", "resume", "stop_after", "allow_collapse")
+"""Options that are not training settings."""
+
 
 def add_arguments(p):
-    from train.config import TrainConfig
+    from train.config import GROUPS, settings
 
-    d = TrainConfig()
-    p.add_argument("--data", default=d.data,
-                   help="mnist | digits | patches | a .npy file or image folder (default mnist)")
-    p.add_argument("--data-dir", help="mnist: folder with the full MNIST IDX files")
-    p.add_argument("--rotate", type=finite_float, help="rotate every image by DEG degrees")
-    p.add_argument("--n-train", type=positive_int, help="use only the first N training inputs")
-    p.add_argument("--latents", type=positive_int, default=d.latents,
-                   help=f"K (default {d.latents})")
-    p.add_argument("--t-train", type=positive_int, default=d.t_train,
-                   help=f"inference steps unrolled in training (default {d.t_train})")
-    p.add_argument("--beta", type=finite_float, default=d.beta,
-                   help=f"KL weight (default {d.beta})")
-    p.add_argument("--beta-t-ref", type=_beta_t_ref, default=d.beta_t_ref,
-                   help=f"scale the KL weight by (T_train / this)², so that β keeps its "
-                        f"meaning at other T_train; 'none': no scaling (default "
-                        f"{d.beta_t_ref:g})")
-    p.add_argument("--kl", dest="kl_form", default=d.kl_form, choices=["exact", "posterior"],
-                   help=f"Poisson KL form (default {d.kl_form})")
-    p.add_argument("--decoder", default=d.decoder, choices=["linear", "mlp", "conv"],
-                   help="linear (exportable) | mlp | conv (Jacobian feedback)")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs,
-                   help=f"passes over the training set (default {d.epochs})")
-    p.add_argument("--batch", type=positive_int, default=d.batch,
-                   help=f"global batch size (default {d.batch})")
-    p.add_argument("--lr", type=positive_float, default=d.lr,
-                   help=f"peak learning rate of Adamax (default {d.lr:g})")
-    p.add_argument("--width", type=positive_int, default=d.width,
-                   help=f"relaxed-sampler width W (default {d.width})")
-    p.add_argument("--clamp-u", type=finite_float, default=d.clamp_u,
-                   help=f"upper soft clamp of u (default {d.clamp_u:g})")
-    p.add_argument("--clamp-du", type=finite_float, default=d.clamp_du,
-                   help=f"upper soft clamp of du (default {d.clamp_du:g})")
-    p.add_argument("--sigma-init", type=_sigma_init, default=d.sigma_init,
-                   help=f"initial decoder σ: a number or 'data' (the training set's std; "
-                        f"default {d.sigma_init})")
-    p.add_argument("--sigma-warmup", type=finite_float, default=d.sigma_warmup,
-                   help=f"fraction of iterations with σ held at its initial value "
-                        f"(default {d.sigma_warmup:g})")
-    p.add_argument("--seed", type=seed, default=d.seed,
-                   help=f"seed of initialisation, batches and noise (default {d.seed})")
-    p.add_argument("--threads", type=positive_int, help="torch.set_num_threads per process")
-    p.add_argument("--time-budget", type=positive_float,
-                   help="minutes: fit the epochs (at most --epochs) to this budget and stop by it")
-    p.add_argument("--eval-steps", type=nonnegative_int, default=d.eval_steps,
-                   help=f"inference steps of the final evaluation on the held-out split "
-                        f"(0: none; default {d.eval_steps})")
-    p.add_argument("--stop-after", type=positive_int,
-                   help="run at most N epochs now (resume later)")
-    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
-                   help="no progress bars or per-epoch lines")
-    p.add_argument("--allow-collapse", action="store_true",
-                   help="exit 0 even if the model collapsed (no latent fires or held-out "
-                        "R² <= 0 after the last epoch; exit 1 otherwise)")
-    # unset settings stay None, so that --resume takes them from the saved run
-    p.set_defaults(**{k: None for k in FIELDS})
+    p.description = DESCRIPTION
+    p.usage = ("%(prog)s [SETTINGS] [--config FILE] --out DIR [--resume] [--stop-after N]\n"
+               "                   [--allow-collapse]")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    groups = {name: p.add_argument_group(name, text) for name, text in GROUPS.items()}
+    for s in settings():
+        _add_setting(groups[s.group], s)
+    run = groups["run"]
+    run.add_argument("--config", metavar="FILE",
+                     help="read settings from a TOML or JSON file; options given here win")
+    run.add_argument("--out", required=True, metavar="DIR", help="the run folder, e.g. runs/NAME")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out exactly where its checkpoint stopped")
+    run.add_argument("--stop-after", type=_positive_int, metavar="N",
+                     help="run at most N epochs now (continue later with --resume)")
+    run.add_argument("--allow-collapse", action="store_true",
+                     help="exit 0 even if the model collapsed (no latent fires, held-out "
+                          "R² <= 0, or σ at its floor; exit 1 otherwise)")
 
 
-FIELDS = ("data", "data_dir", "rotate", "n_train", "latents", "t_train", "beta", "kl_form",
-          "decoder", "epochs", "batch", "lr", "width", "clamp_u", "clamp_du", "seed",
-          "threads", "time_budget", "eval_steps", "sigma_init", "sigma_warmup", "beta_t_ref")
+def _add_setting(group, s):
+    """One option (a flag pair for a yes/no setting) for Setting ``s``, absent unless given."""
+    if s.kind is bool:
+        on, off = ("", " (the default)") if not s.default else (" (the default)", "")
+        group.add_argument(s.option, dest=s.name, action="store_const", const=True,
+                           default=argparse.SUPPRESS, help=s.help + on)
+        group.add_argument("--no-" + s.option[2:], *s.aliases, dest=s.name,
+                           action="store_const", const=False, default=argparse.SUPPRESS,
+                           help=f"not {s.option}" + off)
+        return
+    metavar = s.metavar
+    if metavar is None:
+        metavar = "|".join(s.choices) if s.choices else METAVARS.get(s.kind, "X")
+    kw = dict(dest=s.name, default=argparse.SUPPRESS, type=_parser(s), metavar=metavar,
+              help=f"{s.help} (default: {s.default_text})")
+    if s.kind is tuple:
+        kw["nargs"] = len(s.default)
+    group.add_argument(s.option, *s.aliases, **kw)
 
 
-def _beta_t_ref(text: str):
-    """'none' or a positive number (argparse type)."""
-    return "none" if text.lower() == "none" else positive_float(text)
+METAVARS = {int: "N", float: "X", str: "TEXT"}
 
 
-def _sigma_init(text: str):
-    """'data' or a positive number (argparse type)."""
-    if text == "data":
-        return text
-    return positive_float(text)
+def _parser(s):
+    """argparse type for Setting ``s`` (one item of it for a tuple)."""
+    from train.config import parse_setting
+
+    def parse(text):
+        try:
+            return parse_setting(s, text, text=True)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = s.name  # argparse names the type in some messages
+    return parse
+
+
+def _positive_int(text):
+    from ipvae.checks import positive_int
+
+    return positive_int(text)
+
+
+def resolve(args):
+    """(the settings given, by field name; the config file's keys) from parsed ``args``.
+
+    Options override the file; a setting given nowhere is absent (a default, or on
+    ``--resume`` the run's own)."""
+    from train.config import read_config_file, settings
+
+    names = [s.name for s in settings()]
+    given = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    if "adam_betas" in given and isinstance(given["adam_betas"], list):
+        given["adam_betas"] = tuple(given["adam_betas"])
+    from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+    return {**from_file, **given}, set(from_file) - set(given)
 
 
 def run(args):
     import sys
 
-    from train.trainer import TrainConfig, resume_config, train
+    from train.config import TrainConfig, settings
 
     from ipvae.checks import run_folder
 
+    given, from_file = resolve(args)
     run_folder(args.out)
-    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
-    if given.get("beta_t_ref") == "none":
-        given["beta_t_ref"] = None
-    given["progress"] = not args.quiet
-    cfg = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
+    if args.resume:
+        from train.checkpoint import resume_config
+
+        given.setdefault("progress", True)  # shown unless this invocation says otherwise
+        cfg = resume_config(args.out, **given)
+    else:
+        cfg = TrainConfig(**given)
+    try:
+        cfg.check()
+    except ValueError as err:  # name the file, or the option, that gave the bad value
+        name, rest = (str(err).split(" ", 1) + [""])[:2]
+        if name in from_file:
+            raise ValueError(f"config file {args.config}: {err}") from None
+        options = {s.name: s.option for s in settings()}
+        if name in given and name in options:
+            raise ValueError(f"{options[name]} {rest}") from None
+        raise
+    from train.trainer import train
+
     res = train(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
     m = res["metrics"]
     if not m["finished"]:
