@@ -261,3 +261,24 @@ def test_the_resolved_config_is_stored_in_the_network_file_and_resume_keeps_its_
     assert sorted(meta["config"]) == sorted(FIELDS)  # every field, resolved
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"] == expected.to_dict() and metrics["epochs_done"] == 2
+
+
+def test_a_new_field_appears_on_the_command_line_and_in_files_by_itself(monkeypatch, tmp_path):
+    import train.config as config
+
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        ramp_length: float | None = config.setting(None, "schedule", "a new ramp",
+                                                   rule="positive")
+        plain_count: int = 3  # no setting(): offered in the run group, named after itself
+
+    monkeypatch.setattr(config, "TrainConfig", Extended)
+    assert resolved(["--ramp-length", "0.5", "--plain-count", "4"]) == dict(ramp_length=0.5,
+                                                                            plain_count=4)
+    path = tmp_path / "new.toml"
+    path.write_text("[schedule]\nramp-length = 2\n[run]\nplain_count = 5\n")
+    assert resolved(["--config", str(path)]) == dict(ramp_length=2.0, plain_count=5)
+    group = {a.dest: g.title for g in train_parser()._action_groups for a in g._group_actions}
+    assert group["ramp_length"] == "schedule" and group["plain_count"] == "run"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--ramp-length", "0", "--out", "r"])

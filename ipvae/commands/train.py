@@ -33,7 +33,8 @@ at the top level or in a table named after their group, for example
     epochs = 20
     adam-betas = [0.9, 0.999]
 
-'none' (JSON: null) unsets a setting whose default is none."""
+'none' (JSON: null) unsets a setting whose default is none; a path in the file
+is relative to the current folder, like one on the command line."""
 
 EXTRA = ("config", "out", "resume", "stop_after", "allow_collapse")
 """Options that are not training settings."""
