@@ -1,21 +1,24 @@
-"""Quality gate of issue 4 (``make quality``; not part of ``make test``).
+"""Quality gates of issues 4 and 16 (``make quality``; not part of ``make test``).
 
-Full check: embedded MNIST, K = 512, T_train = 16, the default training config,
-trained 40 epochs (at most 15 minutes) on 2 threads, then the exported network run by
-the reference simulator on the 1,000 held-out digits to step 1000 with true
-Poisson counts:
+Full check (issue 16): embedded MNIST, K = 512, T_train = 16, the default training config,
+trained for the whole 15-minute budget on 2 threads (an epoch cap far above what 15
+minutes allow, so the budget ends training; the schedule is fitted to it), then the
+exported network run by the reference simulator on the 1,000 held-out digits to step 1000
+with true Poisson counts:
 
-- mean R² from spikes at step 160 ≥ 0.50, and ≥ 0.03 above step 16;
-- R² at step 1000 (index 999) not lower than at step 160;
+- R² from spikes at t = 1000 ≥ R² at t = 160 ≥ R² at t = 16 + 0.03 (inference keeps
+  improving past the training horizon);
+- R² at t = 1000 ≥ 0.75;
+- sparsity at t = 160 ≥ 0.90;
 - no held-out digit with a latent pinned at the rate ceiling (runaway);
-- sparsity at step 160 ≥ 0.90;
 - linear probe on rates within 2 points of the probe on pixels.
 
 The figures go to ``runs/quality/metrics.json`` (and the test output).  Set
 ``IPVAE_QUALITY_REUSE=1`` to check an existing ``runs/quality`` without
 retraining.  The small check runs the same pipeline and criteria at a size that
-takes a few minutes (K = 128, 100 epochs (~1 minute) of training on 1,000 digits, 300 held-out
-digits to step 200, probe fit on the 1,000 training digits), with floors scaled to that size.
+takes a few minutes (K = 128, 100 epochs of training on 1,000 digits, 300 held-out
+digits to step 200, probe fit on the 1,000 training digits), with floors scaled to that
+size.  The matrix of settings (K, T_train, patches) is ``tests_quality/test_matrix.py``.
 """
 import json
 import os
@@ -28,8 +31,8 @@ from train.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FULL_FLOORS = dict(r2_160=0.50, gain_16_160=0.03, drop_160_end=0.0, sparsity_160=0.90,
-                   probe_gap=0.02)
+FULL_FLOORS = dict(r2_160=0.0, gain_16_160=0.03, drop_160_end=0.0, r2_end=0.75,
+                   sparsity_160=0.90, probe_gap=0.02)
 # The small check trains a fixed number of epochs (not a time budget), so its figures do
 # not depend on the machine's speed or load (on one machine they repeat exactly).
 # Calibrated here with the default config at K = 128, 100 epochs on 1,000 digits:
@@ -62,6 +65,8 @@ def failures(f: dict, floors: dict) -> list:
     if not f["r2_end"] >= f["r2_160"] - floors["drop_160_end"]:
         out.append(f"R² falls from {f['r2_160']:.3f} (t=160) to {f['r2_end']:.3f} "
                    f"(t={f['end_step']})")
+    if "r2_end" in floors and not f["r2_end"] >= floors["r2_end"]:
+        out.append(f"R² at step {f['end_step']} is {f['r2_end']:.3f} < {floors['r2_end']}")
     if f["runaway_inputs"]:
         out.append(f"{f['runaway_inputs']} held-out inputs ran a latent to the rate ceiling")
     if not f["sparsity_160"] >= floors["sparsity_160"]:
@@ -107,16 +112,11 @@ def test_quality_full():
     out = ROOT / "runs" / "quality"
     reuse = os.environ.get("IPVAE_QUALITY_REUSE") == "1" and (out / "metrics.json").is_file()
     if not reuse:
-        if (out / "checkpoint.pt").exists():
-            import shutil
-
-            shutil.rmtree(out)
-        # 40 epochs take ~5 of the 15 allowed minutes.  Training the whole 15 minutes
-        # (~130 epochs) gives a model better at t = 16 and 160 (R² 0.744, 0.768) whose
-        # inference has converged inside the training horizon (gain 0.024 < 0.03) and
-        # drifts down by t = 1000 (0.763): it fails the "keeps improving" criteria.
-        cfg = TrainConfig(data="mnist", latents=512, t_train=16, epochs=40, time_budget=15.0,
-                          threads=2, eval_steps=1000, progress=True)
+        # a fresh run (the folder also holds the matrix's results: keep them)
+        (out / "checkpoint.pt").unlink(missing_ok=True)
+        # the whole budget: the epoch cap is far above what 15 minutes allow
+        cfg = TrainConfig(data="mnist", latents=512, t_train=16, epochs=10_000,
+                          time_budget=15.0, threads=2, eval_steps=1000, progress=True)
         res = train(cfg, out)
         assert res["metrics"]["finished"]
         assert res["metrics"]["train_seconds"] <= 15 * 60 + 60

@@ -1,0 +1,1 @@
+"""The quality gates of ``make quality`` (not part of ``make test``)."""
