@@ -53,5 +53,14 @@ quality: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out benchmarks/results.md
 
+# The paper's experiments (issue 14): figures, NAME.json and NAME.md in runs/experiments/,
+# models trained once into runs/experiments/models/ and shared by the experiments.
+EXPERIMENTS := horizon backends features ood rate-distortion
+.PHONY: experiments
+experiments: $(STAMP)
+	@set -e; for name in $(EXPERIMENTS); do \
+	  echo "== ipvae experiment $$name"; \
+	  $(VENV)/bin/ipvae experiment $$name --out runs/experiments; done
+
 clean:
 	rm -rf $(VENV) runs
