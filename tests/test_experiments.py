@@ -157,3 +157,23 @@ def test_missing_out_and_foreign_filter_are_errors(tmp_path, capsys):
     err = one_line_error(capsys, ["experiment", "horizon", "--quick", "--t-train", "7",
                                   "--out", str(tmp_path)])
     assert "no horizon model matches" in err
+
+
+def test_torch_curves_of_a_linear_model_equal_the_reference_simulator():
+    """The torch loop used for the mlp/conv decoders runs design §1.1 with the shared noise:
+    on a linear model it must give the reference simulator's curves."""
+    from train.experiments.common import network_curves, torch_curves
+    from train.model import IPVAEModel
+
+    rng = np.random.default_rng(3)
+    model = IPVAEModel(36, 24, input_shape=(6, 6), seed=1)
+    with torch.no_grad():
+        model.decoder.phi.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(2))
+        model.latent.u0.fill_(-1.0)
+    x = rng.random((5, 36)) * (rng.random((5, 36)) < 0.4)
+    ref = network_curves(model.to_network(), x, 40, seed=7, progress=False)
+    tor = torch_curves(model, x, 40, seed=7, progress=False, batch=3)
+    assert ref["sparsity"].min() < 1.0                # latents fire: the test means something
+    for key in ("mse_spikes", "mse_rates", "r2_spikes", "sparsity", "mean_rate"):
+        np.testing.assert_allclose(tor[key], ref[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(tor["du"][ref["du_steps"]], ref["du"], rtol=1e-9, atol=1e-12)
