@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+import weakref
+from dataclasses import dataclass
 
 import numpy as np
 from networks.progress import progress_bar
@@ -63,15 +65,14 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
         raise ValueError(f"threads must be >= 1, got {threads}")
     k = net.n_latents
     # W[pre, post] (the transpose of Lava's Dense layout), so that a fired neuron's row
-    # is contiguous; shared by every block.
-    w_rows = (np.ascontiguousarray(net.recurrent_weights().T)
-              if k * k * 8 <= RECURRENT_MAX_BYTES else None)
+    # is contiguous; shared by every block, with ΦᵀΦ for the folded MSE.
+    folded = folded_weights(net) if k * k * 8 <= RECURRENT_MAX_BYTES else None
     paths = []
 
     def make_kernels(lo, hi):
         kern = FloatKernels(net, seed, offset + lo,
                             None if noise is None else noise[:, lo:hi], block,
-                            x=x[lo:hi], w_rows=w_rows)
+                            x=x[lo:hi], folded=folded)
         paths.append(kern.paths)
         return kern
 
@@ -83,24 +84,71 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
     return trace
 
 
+@dataclass(frozen=True)
+class Folded:
+    """The folded quantities of a network shared by every row block (K×K float64 each).
+
+    w_rows : W[pre, post] = −ΦᵀΦ/σ² (the recurrent weights, a fired neuron's row contiguous);
+    gram : ΦᵀΦ, for the per-step MSE without the read-out; norms : (K,) ‖φ_k‖.
+    """
+
+    w_rows: np.ndarray
+    gram: np.ndarray
+    norms: np.ndarray
+
+
+_FOLDED = weakref.WeakKeyDictionary()  # net -> (phi, log_sigma, Folded) it was built from
+
+
+def folded_weights(net) -> Folded:
+    """W and ΦᵀΦ of ``net`` (two K×K×D products), kept for the next run while Φ and σ are
+    unchanged: evaluating a data set in chunks builds them once."""
+    kept = _FOLDED.get(net)
+    if kept is not None and np.array_equal(kept[0], net.phi) and np.array_equal(
+            kept[1], net.log_sigma):
+        return kept[2]
+    gram = net.phi.T @ net.phi
+    folded = Folded(np.ascontiguousarray(net.recurrent_weights().T), gram,
+                    np.sqrt(np.maximum(np.diagonal(gram), 0.0)))
+    _FOLDED[net] = (net.phi.copy(), net.log_sigma.copy(), folded)
+    return folded
+
+
 class FloatKernels:
     """The float64 arithmetic of one row block: the shared uniforms, ``neurons.kernels``.
 
-    The row loop (:func:`_run_rows`) asks a kernel set for: ``blocks(steps)``
-    (an iterator of blocks of per-step noise, any objects its ``fire`` takes),
-    ``start(u)`` (u ← u₀), ``fire(u, noise_t, rate, z)`` (counts and rates into
-    float64 arrays; returns the number of nonzero counts) and
-    ``integrate(u, z, residual, u_next)`` (the membrane step, given the read-out
-    residual x − Φz).  The integer emulator (``hardware.emulator``) is another one.
+    With the compiled kernels the block runs :meth:`run_rows`, one fused kernel call per
+    step (``neurons.kernels.step``).  Without them, the generic row loop
+    (:func:`_run_rows`) asks a kernel set for: ``blocks(steps)`` (an iterator of blocks
+    of per-step noise, any objects its ``fire`` takes), ``start(u)`` (u ← u₀),
+    ``fire(u, noise_t, rate, z)`` (counts and rates into float64 arrays; returns the
+    number of nonzero counts) and ``integrate(u, z, residual, u_next)`` (the membrane
+    step, given the read-out residual x − Φz).  The integer emulator
+    (``hardware.emulator``) is another such kernel set.
+
+    Feedback (design §2.3): a row whose nonzero counts are at most ``SPARSE_RECURRENT``
+    of K takes the folded, event-driven form (the drive Φᵀx/σ², once per input, plus
+    the rows of W of the neurons that fired); a busier row, or every row when W is not
+    built (``RECURRENT_MAX_BYTES``), the dense prediction error ((x − Φz)/σ²)Φ.
+    ``paths`` counts the row-steps that took each.
     """
 
-    def __init__(self, net, seed, offset, noise, block, x=None, w_rows=None):
-        self.net = net
+    def __init__(self, net, seed, offset, noise, block, x=None, folded=None):
+        self.net, self.x = net, x
         self.seed, self.offset, self.noise, self.block = seed, offset, noise, block
         self.sigma2, self.bias, self.eta = net.sigma2, net.bias, net.eta
-        self.w_rows = w_rows  # (K, K) W[pre, post], or None: dense feedback only
-        self.drive = None if w_rows is None or x is None else net.drive(x)  # (n, K), once
-        self.paths = {"event-driven": 0, "dense": 0}  # (block-)steps that took each path
+        self.folded = folded if x is not None else None  # None: dense feedback only
+        self.drive = self.xphi = self.xsq = None
+        if self.folded is not None:
+            # (n, K) Φᵀx and the drive Φᵀ(x/σ²), (n,) ‖x‖²: sums over each input's nonzero
+            # pixels in order, so a row's numbers never depend on the batch it comes in
+            phi = np.ascontiguousarray(net.phi)
+            self.xphi, self.drive = np.empty((len(x), net.n_latents)), np.empty(
+                (len(x), net.n_latents))
+            kernels.readout(np.ascontiguousarray(x), phi, self.xphi)
+            kernels.readout(np.ascontiguousarray(x / self.sigma2), phi, self.drive)
+            self.xsq = np.einsum("nd,nd->n", x, x)
+        self.paths = {"event-driven": 0, "dense": 0}  # row-steps that took each path
         self._fired = 0
         self._error = self._feedback = None
 
@@ -115,26 +163,94 @@ class FloatKernels:
         return self._fired
 
     def integrate(self, u, z, residual, u_next):
-        """The feedback Φᵀ(x − Φz)/σ² and the membrane update.
+        """The feedback Φᵀ(x − Φz)/σ² and the membrane update (the generic loop's step).
 
-        Event-driven while few neurons fired: the drive Φᵀx/σ² plus the rows of W of the
-        neurons that fired; otherwise the prediction error (x − Φz)/σ²
+        Event-driven while few neurons of the block fired: the drive Φᵀx/σ² plus the rows
+        of W of the neurons that fired; otherwise the prediction error (x − Φz)/σ²
         (``neurons.poisson.prediction_error``, from the read-out's residual) times Φ.
         """
         if self._feedback is None:
             self._feedback = np.empty_like(u)
         if self.drive is not None and self._fired <= SPARSE_RECURRENT * z.size:
-            kernels.readout(z, self.w_rows, self._feedback)
+            kernels.readout(z, self.folded.w_rows, self._feedback)
             self._feedback += self.drive
-            self.paths["event-driven"] += 1
+            self.paths["event-driven"] += len(u)
         else:
             if self._error is None:
                 self._error = np.empty_like(residual)
             np.divide(residual, self.sigma2, out=self._error)
             np.matmul(self._error, self.net.phi, out=self._feedback)
-            self.paths["dense"] += 1
+            self.paths["dense"] += len(u)
         kernels.membrane(u, self._feedback, self.eta, self.bias, self.net.clamp_u,
                          self.net.clamp_du, u_next)
+
+    def run_rows(self, phi_t, x, steps, rec, rows, bar):
+        """The recurrence for this block's inputs x (n, D), one fused kernel call per step.
+
+        Recorded steps are computed straight into the trace (u, recon; spikes copied);
+        the per-step metrics always are.  A step's MSE comes from the folded quantities
+        (``neurons.kernels.step``), or, in a row on the dense path, from its residual.
+        Returns u_T (n, K).
+        """
+        net, n, k = self.net, x.shape[0], self.net.n_latents
+        spare = [np.empty((n, k)), np.empty((n, k))]
+        rate, z = np.empty((n, k)), np.empty((n, k))
+        dense = np.empty(n, dtype=np.int64)
+        f = self.folded
+        max_sparse = int(np.floor(SPARSE_RECURRENT * k)) if f is not None else -1
+        bias = np.ascontiguousarray(self.bias, dtype=np.float64)
+        eta, cu, cdu = float(self.eta), float(net.clamp_u), float(net.clamp_du)
+        u = _u_storage(rec, 0, rows, spare[0])
+        self.start(u)
+        noise = self.noise
+        for t in range(steps):
+            i = rec.slot(t)
+            recon = None if i is None else rec.recon[i, rows]
+            u_next = _u_storage(rec, t + 1, rows, spare[1] if u is spare[0] else spare[0])
+            xi = None if noise is None else np.ascontiguousarray(noise[t], dtype=np.float64)
+            mse = rec.step_mse[t, rows]
+            n_dense = kernels.step(
+                u, xi, u_next, z, rate, self.drive, None if f is None else f.w_rows,
+                self.xphi, None if f is None else f.gram, None if f is None else f.norms,
+                self.xsq, phi_t, x, recon, bias, mse, rec.step_zeros[t, rows],
+                rec.step_rate[t, rows], dense, self.seed, self.offset, t, eta, cu, cdu,
+                max_sparse)
+            if n_dense:
+                self._dense_rows(dense[:n_dense], u, z, x, phi_t, u_next, mse, recon)
+            self.paths["dense"] += n_dense
+            self.paths["event-driven"] += n - n_dense
+            if i is not None:
+                rec.spikes[i, rows] = z
+            if rec.rate_metrics:
+                rec.step_rate_mse[t, rows] = np.mean((x - rate @ net.phi.T) ** 2, axis=1)
+            u = u_next
+            if bar is not None and ((t + 1) % self.block == 0 or t + 1 == steps):
+                bar.update((t % self.block) + 1)
+        return u
+
+    def _dense_rows(self, idx, u, z, x, phi_t, u_next, mse, recon):
+        """The dense path for rows ``idx`` of the block: the read-out Φz, the prediction
+        error (x − Φz)/σ² times Φ, the membrane update, and the MSE from the residual."""
+        sel = slice(None) if len(idx) == len(u) else idx
+        zd = z[sel]
+        rd = np.empty((len(idx), x.shape[1]))
+        if np.count_nonzero(zd) <= SPARSE_READOUT * zd.size:
+            kernels.readout(np.ascontiguousarray(zd), phi_t, rd)
+        else:
+            np.matmul(zd, phi_t, out=rd)
+        residual = x[sel] - rd
+        fb = (residual / self.sigma2) @ self.net.phi
+        if isinstance(sel, slice):
+            kernels.membrane(u, fb, self.eta, self.bias, self.net.clamp_u, self.net.clamp_du,
+                             u_next)
+        else:
+            out = np.empty((len(idx), u.shape[1]))
+            kernels.membrane(np.ascontiguousarray(u[sel]), fb, self.eta, self.bias,
+                             self.net.clamp_u, self.net.clamp_du, out)
+            u_next[sel] = out
+        mse[sel] = np.einsum("nd,nd->n", residual, residual) / residual.shape[1]
+        if recon is not None:
+            recon[sel] = rd
 
 
 def run_loop(net, x, steps, make_kernels, *, record, rate_metrics, progress, threads,
@@ -151,8 +267,11 @@ def run_loop(net, x, steps, make_kernels, *, record, rate_metrics, progress, thr
                       enabled=progress) as bar:
         def run_rows(lo, hi):
             rows = slice(lo, hi)
-            _run_rows(make_kernels(lo, hi), phi_t, x[rows], steps, rec, rows,
-                      bar if lo == 0 else None)
+            kern = make_kernels(lo, hi)
+            if isinstance(kern, FloatKernels) and kernels.compiled():
+                kern.run_rows(phi_t, x[rows], steps, rec, rows, bar if lo == 0 else None)
+            else:
+                _run_rows(kern, phi_t, x[rows], steps, rec, rows, bar if lo == 0 else None)
 
         if len(edges) == 2:
             run_rows(0, n)

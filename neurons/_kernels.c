@@ -18,6 +18,8 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "_philox.h"
 #include "_vecmath.h"
@@ -79,6 +81,49 @@ static int check_nargs(Py_ssize_t nargs, Py_ssize_t expected, const char *signat
 
 /* --- spikes ------------------------------------------------------------------------------- */
 
+/* 2^-48: a margin far above the rounding of 1 - r (2^-53) and of e^-r (4 ulp of a value <= 1). */
+#define ZERO_MARGIN 3.552713678800501e-15
+
+/* rate[j] = e^u[j] and counts[j] = the recipe's count at uniform xi[j], j < m; returns the number of
+ * nonzero counts and lists them (index, count) in nz_idx / nz_val when those are not NULL.
+ * `scratch` holds 2 m doubles.  Where xi < 1 - r - 2^-48 the count is 0 without computing e^-r:
+ * e^-r >= 1 - r, so the recipe's first test (e^-r >= xi) holds; the counts are the recipe's, bit
+ * for bit (only the work is skipped).  Rates above START^2 start the search elsewhere. */
+static Py_ssize_t spikes_span(const double *u, const double *xi, double *rate, double *counts,
+                              Py_ssize_t m, double *scratch, Py_ssize_t *nz_idx, double *nz_val,
+                              Py_ssize_t nz_base)
+{
+    double *p0 = scratch;
+    Py_ssize_t *idx = (Py_ssize_t *)(scratch + m), rest = 0, fired = 0;
+    memcpy(rate, u, (size_t)m * sizeof(double));
+    map_exp(rate, m);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        double r = rate[j];
+        counts[j] = 0.0;
+        if (xi[j] < (1.0 - r) - ZERO_MARGIN)
+            continue;
+        idx[rest] = j;
+        p0[rest++] = ipvae_icdf_far(r) ? 0.0 : -r;
+    }
+    map_exp(p0, rest);
+    for (Py_ssize_t i = 0; i < rest; i++) {
+        Py_ssize_t j = idx[i];
+        double c0 = 0.0, p = p0[i];
+        if (ipvae_icdf_far(rate[j]))
+            c0 = ipvae_icdf_start(rate[j], &p);
+        double c = ipvae_icdf_search(xi[j], rate[j], c0, p);
+        counts[j] = c;
+        if (c != 0.0) {
+            if (nz_idx != NULL) {
+                nz_idx[fired] = nz_base + j;
+                nz_val[fired] = c;
+            }
+            fired++;
+        }
+    }
+    return fired;
+}
+
 PyDoc_STRVAR(spikes_doc,
 "spikes(u, xi, rate_out, counts_out) -> number of nonzero counts\n\n"
 "rate_out = exp(u); counts_out = poisson_icdf(xi, rate_out) (as float64).\n"
@@ -95,23 +140,11 @@ static PyObject *spikes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     const double *u = v[0].buf, *xi = v[1].buf;
     double *rate = v[2].buf, *counts = v[3].buf;
     Py_BEGIN_ALLOW_THREADS
-    double p0[CHUNK];
+    double scratch[2 * CHUNK];
     for (Py_ssize_t start = 0; start < n; start += CHUNK) {
         Py_ssize_t m = n - start < CHUNK ? n - start : CHUNK;
-        double *r = rate + start;
-        memcpy(r, u + start, (size_t)m * sizeof(double));
-        map_exp(r, m);
-        for (Py_ssize_t j = 0; j < m; j++) /* far rates start elsewhere (ipvae_icdf_start) */
-            p0[j] = ipvae_icdf_far(r[j]) ? 0.0 : -r[j];
-        map_exp(p0, m);
-        for (Py_ssize_t j = 0; j < m; j++) {
-            double c0 = 0.0, p = p0[j];
-            if (ipvae_icdf_far(r[j]))
-                c0 = ipvae_icdf_start(r[j], &p);
-            double c = ipvae_icdf_search(xi[start + j], r[j], c0, p);
-            counts[start + j] = c;
-            fired += c != 0.0;
-        }
+        fired += spikes_span(u + start, xi + start, rate + start, counts + start, m, scratch,
+                             NULL, NULL, 0);
     }
     Py_END_ALLOW_THREADS
     release(v, 4);
@@ -129,6 +162,24 @@ static void clamp_start(const double *x, double c, double *y, double *l, Py_ssiz
     }
     map_exp(l, m);
     map_log1p(l, m);
+}
+
+/* out = clamp(u + clamp(eta (fb - b), cdu), cu) over one row of k neurons (bias b (k,)). */
+static void membrane_row(const double *u, const double *fb, const double *b, double *out,
+                         Py_ssize_t k, double eta, double cu, double cdu)
+{
+    double x[CHUNK], y[CHUNK], l[CHUNK];
+    for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
+        Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
+        for (Py_ssize_t j = 0; j < m; j++)
+            x[j] = (fb[c0 + j] - b[c0 + j]) * eta;
+        clamp_start(x, cdu, y, l, m);
+        for (Py_ssize_t j = 0; j < m; j++)
+            x[j] = (cdu - ipvae_softplus_from(y[j], l[j])) + u[c0 + j];
+        clamp_start(x, cu, y, l, m);
+        for (Py_ssize_t j = 0; j < m; j++)
+            out[c0 + j] = cu - ipvae_softplus_from(y[j], l[j]);
+    }
 }
 
 PyDoc_STRVAR(membrane_doc,
@@ -164,20 +215,8 @@ static PyObject *membrane(PyObject *self, PyObject *const *args, Py_ssize_t narg
     const double *u = v[0].buf, *fb = v[1].buf, *b = vb.buf;
     double *out = v[2].buf;
     Py_BEGIN_ALLOW_THREADS
-    double x[CHUNK], y[CHUNK], l[CHUNK];
-    for (Py_ssize_t row = 0; row < n; row += k) {
-        for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
-            Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK, i0 = row + c0;
-            for (Py_ssize_t j = 0; j < m; j++)
-                x[j] = (fb[i0 + j] - b[c0 + j]) * eta;
-            clamp_start(x, cdu, y, l, m);
-            for (Py_ssize_t j = 0; j < m; j++)
-                x[j] = (cdu - ipvae_softplus_from(y[j], l[j])) + u[i0 + j];
-            clamp_start(x, cu, y, l, m);
-            for (Py_ssize_t j = 0; j < m; j++)
-                out[i0 + j] = cu - ipvae_softplus_from(y[j], l[j]);
-        }
-    }
+    for (Py_ssize_t row = 0; row < n; row += k)
+        membrane_row(u + row, fb + row, b, out + row, k, eta, cu, cdu);
     Py_END_ALLOW_THREADS
     release(v, 3);
     PyBuffer_Release(&vb);
@@ -186,37 +225,110 @@ static PyObject *membrane(PyObject *self, PyObject *const *args, Py_ssize_t narg
 
 /* --- readout ------------------------------------------------------------------------------ */
 
+/* Sums of rows picked by the spikes: y[c] = (0 + a_0 m[i_0, c]) + a_1 m[i_1, c] + ..., over the
+ * listed (index, value) pairs in their order, a multiply then an add (no FMA), then + add[c] when
+ * add is not NULL; for the columns c0 <= c < c1 of rows of length ld.  The AVX2 code holds 32
+ * columns in registers while it runs down the list, so y is written once; every element is
+ * rounded as the scalar loop rounds it. */
 #ifdef VECMATH_X86
-/* y += a * x over d elements; a multiply then an add (no FMA), as the scalar loop rounds. */
-__attribute__((target("avx2"))) static void axpy_avx2(double a, const double *x, double *y,
-                                                      Py_ssize_t d)
+__attribute__((target("avx2"))) static void rows_sum_avx2(const double *val, const Py_ssize_t *idx,
+                                                          Py_ssize_t nnz, const double *m,
+                                                          Py_ssize_t ld, Py_ssize_t c0,
+                                                          Py_ssize_t c1, const double *add,
+                                                          double *y)
 {
-    __m256d va = _mm256_set1_pd(a);
-    Py_ssize_t j = 0;
-    for (; j + 4 <= d; j += 4)
-        _mm256_storeu_pd(y + j, _mm256_add_pd(_mm256_loadu_pd(y + j),
-                                              _mm256_mul_pd(va, _mm256_loadu_pd(x + j))));
-    for (; j < d; j++)
-        y[j] += a * x[j];
+    Py_ssize_t c = c0;
+    for (; c + 32 <= c1; c += 32) {
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+                a7 = a0;
+        for (Py_ssize_t q = 0; q < nnz; q++) {
+            const double *r = m + idx[q] * ld + c;
+            __m256d v = _mm256_set1_pd(val[q]);
+            a0 = _mm256_add_pd(a0, _mm256_mul_pd(v, _mm256_loadu_pd(r)));
+            a1 = _mm256_add_pd(a1, _mm256_mul_pd(v, _mm256_loadu_pd(r + 4)));
+            a2 = _mm256_add_pd(a2, _mm256_mul_pd(v, _mm256_loadu_pd(r + 8)));
+            a3 = _mm256_add_pd(a3, _mm256_mul_pd(v, _mm256_loadu_pd(r + 12)));
+            a4 = _mm256_add_pd(a4, _mm256_mul_pd(v, _mm256_loadu_pd(r + 16)));
+            a5 = _mm256_add_pd(a5, _mm256_mul_pd(v, _mm256_loadu_pd(r + 20)));
+            a6 = _mm256_add_pd(a6, _mm256_mul_pd(v, _mm256_loadu_pd(r + 24)));
+            a7 = _mm256_add_pd(a7, _mm256_mul_pd(v, _mm256_loadu_pd(r + 28)));
+        }
+        if (add != NULL) {
+            const double *d = add + c;
+            a0 = _mm256_add_pd(a0, _mm256_loadu_pd(d));
+            a1 = _mm256_add_pd(a1, _mm256_loadu_pd(d + 4));
+            a2 = _mm256_add_pd(a2, _mm256_loadu_pd(d + 8));
+            a3 = _mm256_add_pd(a3, _mm256_loadu_pd(d + 12));
+            a4 = _mm256_add_pd(a4, _mm256_loadu_pd(d + 16));
+            a5 = _mm256_add_pd(a5, _mm256_loadu_pd(d + 20));
+            a6 = _mm256_add_pd(a6, _mm256_loadu_pd(d + 24));
+            a7 = _mm256_add_pd(a7, _mm256_loadu_pd(d + 28));
+        }
+        _mm256_storeu_pd(y + c, a0);
+        _mm256_storeu_pd(y + c + 4, a1);
+        _mm256_storeu_pd(y + c + 8, a2);
+        _mm256_storeu_pd(y + c + 12, a3);
+        _mm256_storeu_pd(y + c + 16, a4);
+        _mm256_storeu_pd(y + c + 20, a5);
+        _mm256_storeu_pd(y + c + 24, a6);
+        _mm256_storeu_pd(y + c + 28, a7);
+    }
+    for (; c + 4 <= c1; c += 4) {
+        __m256d a0 = _mm256_setzero_pd();
+        for (Py_ssize_t q = 0; q < nnz; q++)
+            a0 = _mm256_add_pd(a0, _mm256_mul_pd(_mm256_set1_pd(val[q]),
+                                                 _mm256_loadu_pd(m + idx[q] * ld + c)));
+        if (add != NULL)
+            a0 = _mm256_add_pd(a0, _mm256_loadu_pd(add + c));
+        _mm256_storeu_pd(y + c, a0);
+    }
+    for (; c < c1; c++) {
+        double t = 0.0;
+        for (Py_ssize_t q = 0; q < nnz; q++)
+            t += val[q] * m[idx[q] * ld + c];
+        y[c] = add != NULL ? t + add[c] : t;
+    }
 }
 #endif
 
-static void axpy(double a, const double *x, double *y, Py_ssize_t d, int avx2)
+static void rows_sum(const double *val, const Py_ssize_t *idx, Py_ssize_t nnz, const double *m,
+                     Py_ssize_t ld, Py_ssize_t c0, Py_ssize_t c1, const double *add, double *y,
+                     int avx2)
 {
 #ifdef VECMATH_X86
     if (avx2) {
-        axpy_avx2(a, x, y, d);
+        rows_sum_avx2(val, idx, nnz, m, ld, c0, c1, add, y);
         return;
     }
 #endif
-    for (Py_ssize_t j = 0; j < d; j++)
-        y[j] += a * x[j];
+    for (Py_ssize_t c = c0; c < c1; c++) {
+        double t = 0.0;
+        for (Py_ssize_t q = 0; q < nnz; q++)
+            t += val[q] * m[idx[q] * ld + c];
+        y[c] = add != NULL ? t + add[c] : t;
+    }
 }
+
+/* The nonzero entries of z[0 .. k) as (index, value) pairs, in order; returns how many. */
+static Py_ssize_t nonzeros(const double *z, Py_ssize_t k, Py_ssize_t *idx, double *val)
+{
+    Py_ssize_t nnz = 0;
+    for (Py_ssize_t j = 0; j < k; j++)
+        if (z[j] != 0.0) {
+            idx[nnz] = j;
+            val[nnz++] = z[j];
+        }
+    return nnz;
+}
+
+#define READOUT_GROUP 16 /* rows sharing one pass over the columns (the block stays in L2) */
+#define READOUT_COLUMNS 64
 
 PyDoc_STRVAR(readout_doc,
 "readout(z, phi_t, out)\n\n"
 "out = z @ phi_t, summing over the nonzero entries of z only (row n: sum over k of\n"
-"z[n, k] * phi_t[k], in order of k).  z (N, K), phi_t (K, D), out (N, D): C-contiguous float64.");
+"z[n, k] * phi_t[k], in order of k, from 0).  z (N, K), phi_t (K, D), out (N, D):\n"
+"C-contiguous float64.  A row's numbers do not depend on the other rows.");
 
 static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -234,18 +346,237 @@ static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t n = v[0].shape[0], k = v[0].shape[1], d = v[1].shape[1];
     const double *z = v[0].buf, *phi_t = v[1].buf;
     double *out = v[2].buf;
-    int avx2 = cpu_has_avx2();
+    int avx2 = cpu_has_avx2(), failed = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double *y = out + i * d;
-        memset(y, 0, (size_t)d * sizeof(double));
-        for (Py_ssize_t j = 0; j < k; j++)
-            if (z[i * k + j] != 0.0)
-                axpy(z[i * k + j], phi_t + j * d, y, d, avx2);
+    /* rows in groups: their nonzero lists, then the columns a slice at a time for every row
+     * of the group, so that slice of phi_t is read from memory once per group */
+    Py_ssize_t *idx = malloc((size_t)(READOUT_GROUP * (k ? k : 1)) * sizeof(Py_ssize_t));
+    double *val = malloc((size_t)(READOUT_GROUP * (k ? k : 1)) * sizeof(double));
+    if (idx == NULL || val == NULL) {
+        failed = 1;
+    } else {
+        for (Py_ssize_t g = 0; g < n; g += READOUT_GROUP) {
+            Py_ssize_t rows = n - g < READOUT_GROUP ? n - g : READOUT_GROUP, nnz[READOUT_GROUP];
+            for (Py_ssize_t r = 0; r < rows; r++)
+                nnz[r] = nonzeros(z + (g + r) * k, k, idx + r * k, val + r * k);
+            for (Py_ssize_t c0 = 0; c0 < d; c0 += READOUT_COLUMNS) {
+                Py_ssize_t c1 = d - c0 < READOUT_COLUMNS ? d : c0 + READOUT_COLUMNS;
+                for (Py_ssize_t r = 0; r < rows; r++)
+                    rows_sum(val + r * k, idx + r * k, nnz[r], phi_t, d, c0, c1, NULL,
+                             out + (g + r) * d, avx2);
+            }
+        }
     }
+    free(idx);
+    free(val);
     Py_END_ALLOW_THREADS
     release(v, 3);
+    if (failed)
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+/* --- step: one inference step of a row block, fused ---------------------------------------- */
+
+/* A buffer argument that may be None (then view->buf is NULL); C-contiguous, format `fmt`. */
+static int get_optional(PyObject *arg, Py_buffer *view, const char *fmt, int writable)
+{
+    if (arg == Py_None) {
+        memset(view, 0, sizeof(*view));
+        return 0;
+    }
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(arg, view, flags) < 0)
+        return -1;
+    if (view->itemsize != 8 || strchr(fmt, view->format[0]) == NULL || view->format[1] != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "step: a C-contiguous %s buffer was expected",
+                     fmt[0] == 'd' ? "float64" : "int64");
+        return -1;
+    }
+    return 0;
+}
+
+/* Elements of a buffer (0 for None). */
+static Py_ssize_t elements(const Py_buffer *v)
+{
+    return v->buf == NULL ? 0 : v->len / 8;
+}
+
+/* 2^31: the folded MSE is used when its rounding bound is below 2^-31 (4.7e-10) of its value,
+ * under the contract's 1e-9 relative tolerance on the MSE; else the read-out is summed. */
+#define FOLD_MARGIN 2147483648.0
+
+/* The squared error ||x - Phi z||^2 of one row from the folded quantities: ||x||^2 - 2 z.(Phi^T x)
+ * + z.(Phi^T Phi) z over the nonzero counts (nnz^2 / 2 work instead of nnz D).  Each dot product
+ * of length D behind xsq, xphi and gram errs by at most gamma_D times the product of the norms
+ * (|G_ij| <= |phi_i||phi_j|), the sums here by gamma_(2 nnz + 2) of their absolute terms, so
+ * with a = sum_j z_j |phi_j| the result errs by at most (D + 2 nnz + 8) 2^-53 (|x| + a)^2;
+ * returns -1 when that bound exceeds its value / FOLD_MARGIN. */
+static double folded_sq_error(double xsq, const double *xphi, const double *gram,
+                              const double *norms, Py_ssize_t k, Py_ssize_t d,
+                              const Py_ssize_t *nz, const double *zv, Py_ssize_t nnz)
+{
+    double cross = 0.0, a = 0.0, quad = 0.0;
+    for (Py_ssize_t i = 0; i < nnz; i++) {
+        const double *g = gram + nz[i] * k;
+        double inner = 0.0;
+        for (Py_ssize_t j = i + 1; j < nnz; j++)
+            inner += zv[j] * g[nz[j]];
+        quad += zv[i] * (zv[i] * g[nz[i]] + 2.0 * inner);
+        cross += zv[i] * xphi[nz[i]];
+        a += zv[i] * norms[nz[i]];
+    }
+    double e = (xsq - 2.0 * cross) + quad, scale = sqrt(xsq) + a;
+    double bound = scale * scale * ((double)d + 2.0 * (double)nnz + 8.0) * 0x1p-53;
+    return e >= bound * FOLD_MARGIN ? e : -1.0;
+}
+
+PyDoc_STRVAR(step_doc,
+"step(u, xi, u_next, z, rate, drive, w_rows, xphi, gram, norms, xsq, phi_t, x, recon, bias,\n"
+"     mse, zeros, mean_rate, dense, seed, index0, t, eta, clamp_u, clamp_du, max_sparse)\n"
+"     -> number of dense rows\n\n"
+"One inference step (design §1.1) of a row block of n inputs, one pass per row:\n"
+"the uniforms (xi (n, K), or the shared streams (seed, index0 + row) at step t when xi is\n"
+"None), rate = e^u and the counts z (n, K) of recipe.h, and for a row with at most\n"
+"max_sparse nonzero counts the event-driven feedback drive + sum_j z_j w_rows[j] and\n"
+"u_next = membrane update; its squared error from the folded quantities xphi = Phi^T x\n"
+"(n, K), gram = Phi^T Phi (K, K), norms = |phi_j| (K,), xsq = |x|^2 (n,) (or from the\n"
+"read-out when they round too coarsely), mse (n,) = that / D; the read-out into recon\n"
+"(n, D) unless None.  zeros (n,) and mean_rate (n,) for every row.  The indices of the\n"
+"rows with more nonzero counts (or all when w_rows is None) go to dense (n,) int64, in\n"
+"order, for the caller's dense path; their u_next, mse and recon are not written.");
+
+enum { S_U, S_XI, S_UNEXT, S_Z, S_RATE, S_DRIVE, S_W, S_XPHI, S_GRAM, S_NORMS, S_XSQ, S_PHIT,
+       S_X, S_RECON, S_BIAS, S_MSE, S_ZEROS, S_MEAN, S_DENSE, S_NBUF };
+
+static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char *const sig = "step(u, xi, u_next, z, rate, drive, w_rows, xphi, gram, norms, "
+                                   "xsq, phi_t, x, recon, bias, mse, zeros, mean_rate, dense, seed, "
+                                   "index0, t, eta, clamp_u, clamp_du, max_sparse)";
+    if (check_nargs(nargs, S_NBUF + 7, sig) < 0)
+        return NULL;
+    unsigned long long seed = PyLong_AsUnsignedLongLong(args[S_NBUF]),
+                       index0 = PyLong_AsUnsignedLongLong(args[S_NBUF + 1]),
+                       t = PyLong_AsUnsignedLongLong(args[S_NBUF + 2]);
+    double eta = PyFloat_AsDouble(args[S_NBUF + 3]), cu = PyFloat_AsDouble(args[S_NBUF + 4]),
+           cdu = PyFloat_AsDouble(args[S_NBUF + 5]);
+    Py_ssize_t max_sparse = PyLong_AsSsize_t(args[S_NBUF + 6]);
+    if (PyErr_Occurred())
+        return NULL;
+    static const int writable[S_NBUF] = {[S_UNEXT] = 1, [S_Z] = 1, [S_RATE] = 1, [S_RECON] = 1,
+                                         [S_MSE] = 1, [S_ZEROS] = 1, [S_MEAN] = 1, [S_DENSE] = 1};
+    static const int optional[S_NBUF] = {[S_XI] = 1, [S_DRIVE] = 1, [S_W] = 1, [S_XPHI] = 1,
+                                         [S_GRAM] = 1, [S_NORMS] = 1, [S_XSQ] = 1, [S_RECON] = 1};
+    Py_buffer v[S_NBUF];
+    for (int i = 0; i < S_NBUF; i++) {
+        if ((!optional[i] && args[i] == Py_None)
+                || get_optional(args[i], &v[i], i == S_DENSE ? "lq" : "d", writable[i]) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "step: argument %d may not be None", i);
+            for (int j = 0; j < i; j++)
+                if (v[j].buf != NULL)
+                    PyBuffer_Release(&v[j]);
+            return NULL;
+        }
+    }
+    Py_ssize_t k = elements(&v[S_BIAS]), n = k ? elements(&v[S_U]) / k : 0,
+               d = n ? elements(&v[S_X]) / n : 0, nk = n * k;
+    int sparse_ok = v[S_W].buf != NULL;
+    int bad = k == 0 || elements(&v[S_U]) != nk || elements(&v[S_UNEXT]) != nk
+              || elements(&v[S_Z]) != nk || elements(&v[S_RATE]) != nk
+              || elements(&v[S_X]) != n * d || elements(&v[S_PHIT]) != k * d
+              || elements(&v[S_MSE]) != n || elements(&v[S_ZEROS]) != n
+              || elements(&v[S_MEAN]) != n || elements(&v[S_DENSE]) != n
+              || (v[S_XI].buf != NULL && elements(&v[S_XI]) != nk)
+              || (v[S_RECON].buf != NULL && elements(&v[S_RECON]) != n * d);
+    if (sparse_ok)
+        bad = bad || elements(&v[S_W]) != k * k || elements(&v[S_DRIVE]) != nk
+              || elements(&v[S_XPHI]) != nk || elements(&v[S_GRAM]) != k * k
+              || elements(&v[S_NORMS]) != k || elements(&v[S_XSQ]) != n;
+    if (bad) {
+        for (int j = 0; j < S_NBUF; j++)
+            if (v[j].buf != NULL)
+                PyBuffer_Release(&v[j]);
+        PyErr_SetString(PyExc_ValueError, "step: buffer sizes do not match (n, K), (K, K), (n, D)");
+        return NULL;
+    }
+#define B(i) ((double *)v[i].buf)
+    const double *xi = B(S_XI), *w = B(S_W), *gram = B(S_GRAM), *norms = B(S_NORMS),
+                 *phi_t = B(S_PHIT), *bias = B(S_BIAS);
+    int64_t *dense = (int64_t *)v[S_DENSE].buf;
+    Py_ssize_t n_dense = 0;
+    int avx2 = cpu_has_avx2(), failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    /* per row: uniforms, 2 scratch for spikes, feedback, read-out (d), nonzero list (2) */
+    double *buf = malloc(((size_t)6 * (size_t)k + (size_t)d + 8) * sizeof(double));
+    if (buf == NULL) {
+        failed = 1;
+    } else {
+        double *ubuf = buf, *scratch = buf + k, *fb = buf + 3 * k, *nz_val = buf + 4 * k,
+               *rbuf = buf + 6 * k;
+        Py_ssize_t *nz = (Py_ssize_t *)(buf + 5 * k);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const double *ur = B(S_U) + i * k, *xr;
+            double *z = B(S_Z) + i * k, *rate = B(S_RATE) + i * k;
+            if (xi != NULL) {
+                xr = xi + i * k;
+            } else {
+                philox_uniforms(seed, index0 + (uint64_t)i, (uint64_t)t * (uint64_t)k, k, ubuf);
+                xr = ubuf;
+            }
+            Py_ssize_t nnz = 0;
+            for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
+                Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
+                nnz += spikes_span(ur + c0, xr + c0, rate + c0, z + c0, m, scratch, nz + nnz,
+                                   nz_val + nnz, c0);
+            }
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0; /* four partial sums, fixed order */
+            Py_ssize_t j = 0;
+            for (; j + 4 <= k; j += 4) {
+                s0 += rate[j];
+                s1 += rate[j + 1];
+                s2 += rate[j + 2];
+                s3 += rate[j + 3];
+            }
+            for (; j < k; j++)
+                s0 += rate[j];
+            B(S_MEAN)[i] = ((s0 + s1) + (s2 + s3)) / (double)k;
+            B(S_ZEROS)[i] = (double)(k - nnz) / (double)k;
+            if (!sparse_ok || nnz > max_sparse) {
+                dense[n_dense++] = i;
+                continue;
+            }
+            /* feedback: the rows of W of the fired neurons in order of k, then the drive
+             * (the sums of neurons.kernels.readout, then + drive) */
+            rows_sum(nz_val, nz, nnz, w, k, 0, k, B(S_DRIVE) + i * k, fb, avx2);
+            membrane_row(ur, fb, bias, B(S_UNEXT) + i * k, k, eta, cu, cdu);
+            double *recon = B(S_RECON) == NULL ? NULL : B(S_RECON) + i * d;
+            if (recon != NULL)
+                rows_sum(nz_val, nz, nnz, phi_t, d, 0, d, NULL, recon, avx2);
+            double e = folded_sq_error(B(S_XSQ)[i], B(S_XPHI) + i * k, gram, norms, k, d, nz,
+                                       nz_val, nnz);
+            if (e < 0.0) { /* rounding too coarse: sum the residual of the read-out */
+                double *r = rbuf;
+                rows_sum(nz_val, nz, nnz, phi_t, d, 0, d, NULL, r, avx2);
+                const double *xrow = B(S_X) + i * d;
+                e = 0.0;
+                for (Py_ssize_t c = 0; c < d; c++)
+                    e += (xrow[c] - r[c]) * (xrow[c] - r[c]);
+            }
+            B(S_MSE)[i] = e / (double)d;
+        }
+        free(buf);
+    }
+    Py_END_ALLOW_THREADS
+#undef B
+    for (int j = 0; j < S_NBUF; j++)
+        if (v[j].buf != NULL)
+            PyBuffer_Release(&v[j]);
+    if (failed)
+        return PyErr_NoMemory();
+    return PyLong_FromSsize_t(n_dense);
 }
 
 /* --- uniforms ----------------------------------------------------------------------------- */
@@ -311,6 +642,7 @@ static PyMethodDef methods[] = {
     {"spikes", (PyCFunction)(void (*)(void))spikes, METH_FASTCALL, spikes_doc},
     {"membrane", (PyCFunction)(void (*)(void))membrane, METH_FASTCALL, membrane_doc},
     {"readout", (PyCFunction)(void (*)(void))readout, METH_FASTCALL, readout_doc},
+    {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
     {"uniforms", (PyCFunction)(void (*)(void))uniforms, METH_FASTCALL, uniforms_doc},
     {"vector_math", (PyCFunction)(void (*)(void))vector_math, METH_FASTCALL, vector_math_doc},
     {NULL, NULL, 0, NULL},

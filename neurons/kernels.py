@@ -79,6 +79,30 @@ def readout(z, phi_t, out):
     _kernels.readout(z, phi_t, out)
 
 
+def step(u, xi, u_next, z, rate, drive, w_rows, xphi, gram, norms, xsq, phi_t, x, recon, bias,
+         mse, zeros, mean_rate, dense, seed, index0, t, eta, clamp_u, clamp_du,
+         max_sparse) -> int:
+    """One inference step (design §1.1) of a row block of n inputs, fused: one pass per row.
+
+    Float64 C-contiguous; n inputs, K latents, D pixels.  Per row: the uniforms ξ
+    (``xi`` (n, K), or when None the shared streams of design §2.2 for samples
+    index0 + row at step ``t``, computed in place), ``rate`` (n, K) ← e^u and ``z``
+    (n, K) ← the counts of :func:`spikes` (bit for bit), ``zeros`` (n,) the share of
+    zero counts and ``mean_rate`` (n,) the mean of e^u (summed in four fixed lanes).
+    A row with at most ``max_sparse`` nonzero counts then takes the event-driven
+    feedback ``drive`` (n, K) + Σ_j z_j ``w_rows``[j] (as :func:`readout` + drive) and
+    ``u_next`` ← :func:`membrane`; ``mse`` (n,) ← ‖x − Φz‖²/D from the folded
+    quantities ``xsq`` (n,) ‖x‖², ``xphi`` (n, K) Φᵀx, ``gram`` (K, K) ΦᵀΦ and ``norms``
+    (K,) ‖φ_k‖ (O(nnz²) work; from the read-out when a rounding bound exceeds 2⁻³¹ of
+    the value, so within 4.7e-10 relative); ``recon`` (n, D) ← Φz unless None.  Rows
+    with more nonzero counts (all rows when ``w_rows`` is None) are listed in ``dense``
+    (n,) int64 and their u_next, mse and recon left to the caller.  Returns how many.
+    """
+    return _kernels.step(u, xi, u_next, z, rate, drive, w_rows, xphi, gram, norms, xsq, phi_t,
+                         x, recon, bias, mse, zeros, mean_rate, dense, int(seed), int(index0),
+                         int(t), float(eta), float(clamp_u), float(clamp_du), int(max_sparse))
+
+
 def uniforms(out, seed: int, first_index: int, first_step: int):
     """out (steps, N, K) ← ξ of design §2.2 for those samples and steps (float64, C-contiguous).
 

@@ -114,7 +114,7 @@ def test_event_driven_and_dense_feedback_agree_across_the_switch(monkeypatch):
     net, x, _ = planted_network(64, 128, 5, seed=0)
     monkeypatch.setattr(reference, "SPARSE_RECURRENT", -1.0)  # dense every step
     dense = simulate(net, x, 60, seed=7)
-    assert dense.info["feedback_steps"] == {"event-driven": 0, "dense": 60}
+    assert dense.info["feedback_steps"] == {"event-driven": 0, "dense": 60 * len(x)}  # row-steps
     share = (dense.spikes > 0).mean(axis=(1, 2))  # nonzero share per step
     assert share.min() < share.max()
     monkeypatch.setattr(reference, "SPARSE_RECURRENT", float(np.median(share)))
