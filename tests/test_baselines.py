@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from leftovers import leaked_shared_memory, shm_names
+from leftovers import leaked_shared_memory, marked_processes, shm_names
 from train.baselines import metrics
 from train.baselines import sparse_coding as sc
 
@@ -172,6 +172,22 @@ def test_lca_sweep_sparsity_grows_with_lambda():
     assert all(r["error_target"] == 0.05 for r in rows)
 
 
+def test_lca_timeout_kills_the_lava_child(monkeypatch):
+    """A run past its timeout raises and leaves no process or shared memory behind (the
+    child alone takes over a second to import Lava, so 0.3 s always runs out)."""
+    require("lava.lib.optimization")
+    from train.baselines import lca
+
+    mark = "baselines-lca-timeout"
+    monkeypatch.setenv("IPVAE_LAVA_TEST_MARK", mark)
+    atoms, _, x = planted_problem(n=2, d=20, k=30, seed=3)
+    before = shm_names()
+    with pytest.raises(RuntimeError, match="LCA on Lava failed \\(timed out after"):
+        lca.sweep(atoms, x, [0.1], steps=50, timeout=0.3, progress=False)
+    assert marked_processes(mark) == []
+    assert not leaked_shared_memory(before)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(x=np.full((2, 20), np.nan)), "x holds 40 non-finite"),
     (dict(x=np.ones((2, 19))), "x has 19 columns, expected 20"),
@@ -234,8 +250,11 @@ def test_amortized_refuses_bad_input(digits):
         train_amortized(train, kind="poisson", latents=0, epochs=1)
     with pytest.raises(ValueError, match="train.data.Dataset"):
         train_amortized(np.ones((10, 4)), kind="poisson", latents=4, epochs=1)
-    model = train_amortized(train, kind="poisson", latents=4, epochs=1, quick=True,
-                            progress=False)
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        train_amortized(train, kind="gaussian", latents=4, epochs=1, beta=float("nan"))
+    from train.baselines.amortized import AmortizedVAE
+
+    model = AmortizedVAE(784, 4, "poisson", hidden=8)
     with pytest.raises(ValueError, match="x has 5 columns, expected 784"):
         model.codes(np.ones((2, 5)))
     with pytest.raises(ValueError, match="x holds 1 non-finite"):

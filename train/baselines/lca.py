@@ -12,7 +12,7 @@ per Lava step, with time constant τ and threshold λ,
 (the recurrent weights τ(I − D Dᵀ) in a ``Dense``, the drive τ D x as the neurons'
 bias). Its fixed points satisfy v − a = D (x − Dᵀ a) with a = soft_threshold(v, λ):
 the optimality conditions of the LASSO min_a ½ ‖x − aD‖² + λ ‖a‖₁, the same objective
-(and the same λ ≡ α) as scikit-learn's codes. τ defaults to 1/‖D Dᵀ‖₂, the step at
+(and the same λ ≡ α) as scikit-learn's codes. τ defaults to min(1, 1/‖D Dᵀ‖₂), the step at
 which every eigenvalue 1 − τ g of the iteration restricted to an active set lies in
 [0, 1) (a contraction: it converges without oscillating).
 
@@ -53,9 +53,9 @@ QUICK_N, QUICK_STEPS = 4, 100
 
 
 def default_tau(dictionary) -> float:
-    """τ = 1 / ‖D Dᵀ‖₂ (the largest eigenvalue of the atoms' Gram matrix)."""
+    """τ = min(1, 1 / ‖D Dᵀ‖₂) (‖D Dᵀ‖₂ the largest eigenvalue of the atoms' Gram matrix)."""
     d = np.asarray(dictionary, dtype=np.float64)
-    return float(1.0 / np.linalg.eigvalsh(d @ d.T)[-1])
+    return float(min(1.0, 1.0 / np.linalg.eigvalsh(d @ d.T)[-1]))
 
 
 def convergence_rate(dictionary, support, tau: float) -> float:
@@ -82,6 +82,19 @@ def soft_threshold(v, lam: float) -> np.ndarray:
     return np.sign(v) * np.maximum(np.abs(v) - lam, 0.0)
 
 
+def check_lava_optimization() -> None:
+    """ImportError (one line) unless lava-optimization is installed; Lava is not imported."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("lava.lib.optimization.solvers.lca") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ImportError("the LCA baseline needs lava-optimization 0.5.0 beside lava-nc 0.10 "
+                          "(pip install lava-optimization==0.5.0)")
+
+
 def default_timeout(steps: int, n: int, n_lams: int) -> float:
     """Wall-clock limit (s) of one child run: 120 s + 20 ms per Lava step (measured
     ~1–2 ms per step at K = 512 on a loaded 2-core machine) + 30 s per compilation."""
@@ -103,6 +116,7 @@ def run_lca(dictionary, x, lams, *, steps: int, tau: float | None = None,
     from networks.signals import signals_as_exceptions
 
     check_lava()
+    check_lava_optimization()
     d = np.asarray(dictionary, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     tau = default_tau(d) if tau is None else float(tau)
@@ -167,7 +181,7 @@ def sweep(dictionary, x, lambdas, *, steps: int, quick: bool = False, tau: float
 
     dictionary (K, D) atoms as rows (e.g. ``SparseCoding.dictionary``); x (N, D) inputs;
     lambdas one or more thresholds λ > 0 (the LASSO penalty, α's units); steps T ≥ 1 LCA
-    updates per input; tau the time constant (default 1/‖D Dᵀ‖₂); target_mse the error of
+    updates per input; tau the time constant (default :func:`default_tau`); target_mse the error of
     ``steps_to_error`` (default 1.05 × each λ's final MSE; see the module docstring).
     ``quick``: at most 4 inputs and 100 steps. timeout: wall-clock limit of the Lava
     child in seconds (default :func:`default_timeout`).
@@ -189,6 +203,8 @@ def sweep(dictionary, x, lambdas, *, steps: int, quick: bool = False, tau: float
         raise ValueError(f"tau must be in (0, 1], got {tau}")
     if target_mse is not None and not target_mse > 0:
         raise ValueError(f"target_mse must be > 0, got {target_mse}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     steps = int(steps)
     if quick:
         x, steps = x[:QUICK_N], min(steps, QUICK_STEPS)

@@ -88,14 +88,14 @@ def fit(x_train, n_atoms: int, alpha: float, *, seed: int = 0, quick: bool = Fal
     ``seed`` and scaled to unit norm. ``quick``: one pass over at most 300 inputs.
     Returns a :class:`SparseCoding`.
     """
-    from sklearn.decomposition import MiniBatchDictionaryLearning
-
     x = as_matrix(x_train, "x_train")
     alpha = _check_alpha(alpha)
     if int(n_atoms) != n_atoms or n_atoms < 1:
         raise ValueError(f"n_atoms must be an integer >= 1, got {n_atoms!r}")
     if epochs < 1 or batch < 1:
         raise ValueError(f"epochs and batch must be >= 1, got {epochs}, {batch}")
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
     n_atoms = int(n_atoms)
     if quick:
         x, epochs = x[:QUICK_N], 1
