@@ -94,7 +94,10 @@ def trained(ctx: Context, cfg, dataset=None, test_dataset=None) -> Trained:
     name = (f"{cfg.data}-{cfg.decoder}-T{cfg.t_train}-K{cfg.latents}-beta{cfg.beta:g}"
             f"-{config_key(cfg)}")
     folder = ctx.path("models") / name
-    artefact = folder / ("model.npz" if cfg.decoder == "linear" else "model.pt")
+    artefact_name = "model.npz" if cfg.decoder == "linear" else "model.pt"
+    if not (folder / artefact_name).exists():
+        folder = same_run(ctx.path("models"), cfg, artefact_name) or folder
+    artefact = folder / artefact_name
     reused = artefact.exists() and (folder / "metrics.json").exists()
     if reused:
         ctx.log(f"reusing the cached model {folder} (delete the folder to retrain)")
@@ -123,6 +126,28 @@ def trained(ctx: Context, cfg, dataset=None, test_dataset=None) -> Trained:
         model.load_state_dict(torch.load(artefact, map_location="cpu", weights_only=True))
         out.model = model
     return out
+
+
+def same_run(models: Path, cfg, artefact: str):
+    """A finished run folder under ``models`` trained with ``cfg``'s settings, else None.
+
+    The hash in a folder's name changes when the trainer gains a setting; a run saved
+    before still matches when every setting it recorded equals ``cfg``'s and every setting
+    it lacks is at its default in ``cfg`` (so it would have trained the same)."""
+    from train.config import RUN_INDEPENDENT, TrainConfig
+
+    want = {k: v for k, v in cfg.to_dict().items() if k not in RUN_INDEPENDENT}
+    default = TrainConfig().to_dict()
+    for folder in sorted(models.glob(f"{cfg.data}-{cfg.decoder}-T{cfg.t_train}-*")):
+        try:
+            saved = json.loads((folder / "metrics.json").read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not (folder / artefact).exists():
+            continue
+        if all(saved[k] == v if k in saved else v == default[k] for k, v in want.items()):
+            return folder
+    return None
 
 
 def health(t: Trained) -> dict:
