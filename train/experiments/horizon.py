@@ -27,13 +27,16 @@ FULL = dict(
     models=[("mnist", "linear", 4), ("mnist", "mlp", 4), ("mnist", "conv", 4),
             ("mnist", "linear", 16), ("patches", "linear", 4), ("patches", "mlp", 4),
             ("patches", "linear", 16)],
-    epochs=dict(linear=40, mlp=30, conv=12), latents=512, n_train=None, steps=1000,
+    epochs=dict(mnist=dict(linear=40, mlp=30, conv=12),      # 4,000 digits per epoch
+                patches=dict(linear=10, mlp=8, conv=4)),     # 20,000 patches per epoch
+    latents=512, n_train=None, steps=1000,
     n_eval=dict(linear=500, mlp=200, conv=100), batch=dict(mnist=100, patches=200),
     lr=dict(mnist=2e-3, patches=5e-3))
 QUICK = dict(
     models=[("mnist", "linear", 4), ("mnist", "mlp", 4), ("mnist", "conv", 4),
             ("patches", "linear", 4)],
-    epochs=dict(linear=2, mlp=2, conv=1), latents=32, n_train=300, steps=120,
+    epochs=dict(mnist=dict(linear=2, mlp=2, conv=1), patches=dict(linear=2, mlp=2, conv=1)),
+    latents=32, n_train=300, steps=120,
     n_eval=dict(linear=20, mlp=10, conv=6), batch=dict(mnist=50, patches=50),
     lr=dict(mnist=2e-3, patches=5e-3))
 
@@ -49,7 +52,7 @@ def config(size, data, decoder, t_train, seed, beta=BETA):
 
     return TrainConfig(data=data, decoder=decoder, t_train=t_train, beta=beta,
                        latents=size["latents"],
-                       epochs=size["epochs"][decoder], n_train=size["n_train"],
+                       epochs=size["epochs"][data][decoder], n_train=size["n_train"],
                        batch=size["batch"][data], lr=size["lr"][data], seed=seed)
 
 
