@@ -130,7 +130,8 @@ def run(ctx: common.Context) -> dict:
           f"{'yes' if claims[0]['holds'] else 'NO'} (identical counts "
           f"{pairs['lava vs reference']['identical_counts']:.4%}, max |ΔMSE| "
           f"{pairs['lava vs reference']['max_abs_mse_difference']:.3g}).",
-          f"Lava fixed_pt equals the emulator bit for bit: {'yes' if claims[2]['holds'] else 'NO'}.",
+          "Lava fixed_pt equals the emulator bit for bit: "
+          f"{'yes' if claims[2]['holds'] else 'NO'}.",
           f"Fixed point's MSE / float's (steps {steps // 2}–{steps - 1}): {ratio:.4f} "
           f"(the fixed-point issue's band: {FLOAT_BOUND[0]}–{FLOAT_BOUND[1]}).", "",
           common.claims_md(claims), ""]

@@ -151,7 +151,8 @@ def run(ctx: common.Context) -> dict:
                             kur["sparse_coding"]["median"], kur["sparse_coding"]["mean"],
                             kur["sparse_coding"]["top10"][0])]), "",
           f"Linear probe on MNIST rates e^{{u_t}} ({tm.label}; {p['n_train']} training, "
-          f"{p['n_test']} held-out digits; raw pixels {p['pixels']:.3f}; best t={p['steps'][best]}):",
+          f"{p['n_test']} held-out digits; raw pixels {p['pixels']:.3f}; "
+          f"best t={p['steps'][best]}):",
           "", common.md_table(["t", "accuracy"], rows), "", common.claims_md(claims), "",
           "Figures: " + ", ".join(figures), ""]
     common.write_outputs(ctx, NAME, numbers, "\n".join(md))

@@ -80,7 +80,8 @@ def plot(results, data, path, steps):
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     panels = [("r2", "R² (solid: spikes Φz, dashed: rates)"), ("mse", "MSE per pixel"),
               ("sparsity", "sparsity (fraction of zero counts)"),
-              ("mean_rate", "mean rate (spikes / step / neuron)"), ("du", "‖u_{t+1} − u_t‖₂")]
+              ("mean_rate", "mean rate (spikes / step / neuron)"),
+              ("du", "‖u_{t+1} − u_t‖₂")]
     t = np.arange(1, steps + 1)
     for i, (key, c, label) in enumerate(results):
         col = f"C{i}"

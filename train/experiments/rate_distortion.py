@@ -86,7 +86,8 @@ def run(ctx: common.Context) -> dict:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
-    ax.plot([r["sparsity"] for r in ip], [r["r2"] for r in ip], "o-", label=f"iP-VAE (β, t={steps})")
+    ax.plot([r["sparsity"] for r in ip], [r["r2"] for r in ip], "o-",
+            label=f"iP-VAE (β, t={steps})")
     for r in ip:
         ax.annotate(f"β={r['beta']:g}", (r["sparsity"], r["r2"]), fontsize=8,
                     textcoords="offset points", xytext=(4, 4))
@@ -130,7 +131,8 @@ def run(ctx: common.Context) -> dict:
                    gap=gap, claims=claims, figures=["rate_distortion.png"], sizes=size,
                    n_test=len(x_test), verdict=verdict)
     md = [f"# rate-distortion{' — quick sizes' if ctx.quick else ''}", "",
-          f"Held-out MNIST digits ({len(x_test)}; LCA on the first {min(size['lca_n'], len(x_test))}"
+          f"Held-out MNIST digits ({len(x_test)}; LCA on the first "
+          f"{min(size['lca_n'], len(x_test))}"
           f"), K={size['latents']}. iP-VAE: T_train={size['t_train']}, {size['epochs']} epochs "
           f"per β, counts and R² from spikes at t={steps}. Sparse coding: a dictionary per α on "
           f"{len(x_train)} training digits (LASSO codes). LCA: Lava, {size['lca_steps']} steps, on "
