@@ -12,33 +12,45 @@ inference step; see :mod:`neurons.brian` for the schedule within a step.
 Inputs run one after another in the same network, each for T steps starting
 from u₀: a ``run_regularly`` with a period of T steps resets u and loads the
 next input's drive row, so a whole chunk of inputs is one Brian2 ``run``.
-Shared noise (default): input n's uniforms ξ (T, K) come from
-``networks.noise`` (stream keyed by seed, offset + n) or the explicit
-``noise[:, n]``; they are written into a noise table read by the firing code
-as ``ipvae_noise(step, i)`` (cpp_standalone: a 2-D ``TimedArray``).
+Shared noise (default): input n's uniforms ξ (T, K) come from its stream
+keyed (seed, offset + n) (``networks.noise``, design §2.2) or the explicit
+``noise[:, n]``.  Runtime targets keep them in a ring of one block of steps
+(``BLOCK_VALUES``), read by the firing code as ``ipvae_noise(step mod B, i)``
+and refilled, drawn in order from the streams, by a ``NetworkOperation`` at the
+start of every block; cpp_standalone writes them all into a 2-D ``TimedArray``.
 Independent noise (``independent_noise=True``): Brian2's own ``rand()``,
 seeded per chunk of inputs from (seed, offset + first input of the chunk).
 
 Recording: a ``SpikeMonitor`` with ``variables="z"`` records every active
 neuron's count (one event per active neuron-step); a ``StateMonitor`` reads u
-at the end of every step, after the integration (u_{t+1}); u_0 = u₀.  The
-runtime targets run in blocks of at most ``BLOCK_VALUES`` potentials; after
-each block the monitors' records go into a ``TraceRecorder`` (which keeps the
-recorded steps and the per-step metrics only) and the monitors are emptied,
-so memory follows ``record=``, not T.
+at the end of every step, after the integration (u_{t+1}); u_0 = u₀.  On the
+runtime targets the same block operation moves the monitors' records into a
+``TraceRecorder`` (which keeps the recorded steps and the per-step metrics
+only) and empties them, so a run holds one block of noise and one of records:
+memory follows ``record=``, not T or N (design §4.2).  cpp_standalone keeps
+every step (the program writes its monitors to disk) and the full noise table.
 
 Code generation: ``target="numpy" | "cython" | "cpp_standalone"``.  Cython
 (default) falls back to numpy with a warning when no C compiler works.  The
 compiled-code caches live outside the repository (:func:`cache_dir`);
 cpp_standalone builds in a fresh temporary directory that is removed after
-the run.
+the run, compiling with make in a process group of its own.
+
+Faults clean up (design §4.2): SIGTERM and SIGHUP become exceptions during a
+run; an interrupted run ends the compilers it started and removes its build
+folder, and before the signal ends the process, Brian2's own files (its debug
+log, the copy of the main script, the redirected compiler output), which
+Brian2 would remove at interpreter exit.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 import os
+import shlex
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 import warnings
@@ -48,7 +60,7 @@ import numpy as np
 from networks.progress import progress_bar
 
 from networks.noise import sample_stream
-from networks.signals import signals_as_exceptions
+from networks.signals import _Terminated, signals_as_exceptions
 from networks.trace import TraceRecorder, record_steps, trace_from_run
 
 TARGETS = ("numpy", "cython", "cpp_standalone")
@@ -134,33 +146,30 @@ def resolve_target(target: str, brian2=None) -> str:
     return target
 
 
-def _sample_noise(seed, offset, noise, n, steps, k):
-    if noise is not None:
-        return np.ascontiguousarray(noise[:, n, :], dtype=np.float64)
-    return sample_stream(seed, offset + n).random((steps, k))
-
-
 def _sample_seed(seed, index) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
 
 
-BLOCK_VALUES = 1 << 20
-"""Runtime targets read the monitors and empty them every max(1, BLOCK_VALUES // K) steps
-(8 MB of recorded potentials)."""
+BLOCK_VALUES = 1 << 18
+"""Runtime targets hold the shared noise a block of max(1, BLOCK_VALUES // K) steps ahead and
+move the monitors' records into the trace after every such block (2 MB of uniforms and of
+recorded potentials)."""
 
 CHUNK_VALUES = 1 << 22
-"""Runtime targets run inputs in chunks whose noise table holds at most this many uniforms
-(32 MB): one Brian2 ``run`` per chunk (``Network.run`` costs a garbage collection)."""
+"""Runtime targets run inputs in chunks of at most max(1, CHUNK_VALUES // (T·K)) inputs, one
+Brian2 ``run`` per chunk (a run costs code-object set-up and a garbage collection);
+independent noise is seeded per chunk."""
 
 
 def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_values=None,
-          drive_values=None):
+          drive_values=None, noise_rows=None):
     """The Brian2 objects of one network running ``n_inputs`` inputs of ``steps`` steps each.
 
-    ``noise``: "table" (runtime targets; ``noise_table`` (n_inputs·steps, K)
-    and ``drive_table`` (n_inputs, K) are written in place between runs),
+    ``noise``: "table" (runtime targets; ``noise_table`` (noise_rows, K), a ring
+    indexed by the network's step modulo ``noise_rows`` (default n_inputs·steps),
+    and ``drive_table`` (n_inputs, K) are written in place while running),
     "timed" (cpp_standalone: ``TimedArray`` tables holding ``noise_values``
-    and ``drive_values``) or "own" (Brian2's ``rand()``).
+    (n_inputs·steps, K) and ``drive_values`` (n_inputs, K)) or "own" (Brian2's ``rand()``).
 
     Returns a dict with ``network``, ``latents``, ``synapses``,
     ``noise_table``, ``drive_table``, ``u_monitor`` (u at the end of every
@@ -172,7 +181,7 @@ def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_values=
     dt = dt if dt is not None else 1 * b2.ms
     k = net.n_latents
     gc.collect()  # fixed object names (so compiled code is reused) need old objects gone
-    rows = max(steps, 1) * n_inputs
+    noise_rows = int(noise_rows or max(steps, 1) * n_inputs)
     if noise == "timed":
         functions = dict(ipvae_drive=b2.TimedArray(drive_values, dt=steps * dt,
                                                    name="ipvae_drive"))
@@ -184,16 +193,17 @@ def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_values=
         functions = dict(ipvae_drive=table_function("ipvae_drive", drive_table))
         noise_table = None
         if noise == "table":
-            noise_table = np.zeros((rows, k))
+            noise_table = np.zeros((noise_rows, k))
             functions["ipvae_noise"] = table_function("ipvae_noise", noise_table)
     latents = latent_group(k, net.u0, net.bias, eta=net.eta, clamp_u=net.clamp_u,
                            clamp_du=net.clamp_du, steps=steps, noise=noise,
-                           functions=functions, dt=dt)
+                           functions=functions, dt=dt, noise_rows=noise_rows)
     syn = b2.Synapses(latents, latents, FEEDBACK_SYNAPSE, on_pre=FEEDBACK_ON_PRE,
                       dt=dt, name="feedback")
-    syn.connect(i=np.repeat(np.arange(k), k), j=np.tile(np.arange(k), k))
+    syn.connect()  # all to all, pre-major: synapse i·K + j runs from i to j
     w = net.recurrent_weights()  # W[post, pre]
-    syn.w = w[np.asarray(syn.j[:]), np.asarray(syn.i[:])]
+    syn.w[:] = w.T.reshape(-1)
+    del w
     z_mon = b2.SpikeMonitor(latents, variables="z", name="counts")
     u_mon = b2.StateMonitor(latents, "u", record=True, when="end", order=1, name="potentials")
     network = b2.Network(latents, syn, z_mon, u_mon)
@@ -238,19 +248,22 @@ def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metric
                               rate_metrics, info)
     t0 = time.perf_counter()
     previous = b2.prefs.codegen.target
-    try:
-        if target == "cpp_standalone":
-            spikes, u = np.zeros((steps, n, k), dtype=np.int32), np.zeros((steps + 1, n, k))
-            with signals_as_exceptions():  # SIGTERM/SIGHUP still remove the build folder
+    # SIGTERM/SIGHUP end the run through its clean-up: the build folder, the compilers, and
+    # Brian2's own files go (design §4.2)
+    with signals_as_exceptions(), _cleaned_up_on_interrupt():
+        try:
+            if target == "cpp_standalone":
+                spikes = np.zeros((steps, n, k), dtype=np.int32)
+                u = np.zeros((steps + 1, n, k))
                 timing = _run_standalone(b2, net, drive, steps, seed, offset, noise,
                                          independent_noise, dt_ms, spikes, u, progress)
-            recorder = None
-        else:
-            recorder = TraceRecorder(net, x, steps, record, rate_metrics, info)
-            timing = _run_runtime(b2, target, net, drive, steps, seed, offset, noise,
-                                  independent_noise, dt_ms, recorder, progress)
-    finally:
-        b2.prefs.codegen.target = previous  # leave the user's Brian2 preferences as found
+                recorder = None
+            else:
+                recorder = TraceRecorder(net, x, steps, record, rate_metrics, info)
+                timing = _run_runtime(b2, target, net, drive, steps, seed, offset, noise,
+                                      independent_noise, dt_ms, recorder, progress)
+        finally:
+            b2.prefs.codegen.target = previous  # leave the user's Brian2 preferences as found
     info.update(timing, total_seconds=time.perf_counter() - t0)
     if recorder is None:
         return trace_from_run(net, x, spikes, u, record, rate_metrics, info)
@@ -272,38 +285,95 @@ def _collect(objs, n, steps, k, spikes, u, u0):
     u[1:] = uu.T.reshape(n, steps, k).transpose(1, 0, 2)
 
 
-def _harvest(objs, recorder, first, done, b, steps, u_prev):
-    """Feed the monitors' records of chunk steps [done, done + b) to ``recorder``, empty them.
+class _Feed:
+    """What a runtime run does between blocks of steps (design §2.2, §4.2).
 
-    Chunk step s is input ``first + s // steps`` at inference step ``s % steps``.
-    ``u_prev`` (n_chunk, K) holds each input's u at its next step (u_t before
-    step t), updated in place.
+    Steps are counted on the network's clock (absolute step numbers).  Before the
+    block starting at step s the noise ring gets the uniforms of steps s … s + B − 1
+    (row = step mod B, B = ``block``), drawn in order from each input's keyed stream
+    (or copied from the explicit ``noise`` (T, N, K)); after it, the monitors'
+    records of those steps go into the ``TraceRecorder`` (which keeps the recorded
+    steps and the per-step metrics only) and the monitors are emptied.  So a run
+    holds one block of noise and one block of records, whatever T and N.
     """
-    z_mon, u_mon = objs["z_monitor"], objs["u_monitor"]
-    k = u_prev.shape[1]
-    z = np.zeros((b, k), dtype=np.int32)
-    if len(z_mon.i[:]):
-        local = (np.rint(np.asarray(z_mon.t[:] / objs["dt"])).astype(np.int64)
-                 - objs["t0_step"] - done)
-        z[local, np.asarray(z_mon.i[:])] = np.rint(np.asarray(z_mon.z[:]))
-    after = np.asarray(u_mon.u[:]).T  # (b, K): u at the end of each step, u_{t+1}
-    if after.shape != (b, k):
-        raise RuntimeError(f"Brian2 StateMonitor recorded {after.shape[0]} steps, expected {b}")
-    s = done
-    while s < done + b:  # one segment per input within the block
-        j, t = divmod(s, steps)
-        e = min(done + b, (j + 1) * steps)
-        seg = slice(s - done, e - done)
-        u = np.concatenate([u_prev[j][None], after[seg][:-1]])  # u_t of steps t … t + len − 1
-        rows = slice(first + j, first + j + 1)
-        recorder.add_block(t, u[:, None], z[seg][:, None], rows=rows)
-        u_prev[j] = after[seg][-1]
-        if e == (j + 1) * steps:
-            recorder.u[-1, first + j] = u_prev[j]
-        s = e
-    z_mon.resize(0)
-    z_mon.variables["N"].set_value(0)
-    u_mon.resize(0)
+
+    def __init__(self, objs, recorder, u0, steps, block, seed, offset, noise, bar):
+        self.objs, self.recorder, self.u0 = objs, recorder, u0
+        self.steps, self.block = steps, block
+        self.seed, self.offset, self.noise, self.bar = seed, offset, noise, bar
+        self.table, self.dt = objs["noise_table"], float(objs["dt"])
+        self.end = None
+
+    def begin(self, first, m, start):
+        """A chunk of inputs first … first + m − 1 starts at network step ``start``."""
+        self.first, self.start, self.end = first, start, start + m * self.steps
+        self.harvested = self.filled = start
+        self.u_prev = np.tile(self.u0, (m, 1))  # u_t of each input's next step
+        self.stream = None
+        self._fill(min(self.end, (start // self.block + 1) * self.block))
+
+    def boundary(self, t):
+        """NetworkOperation at the start of every step that is a multiple of ``block``."""
+        if self.end is None:
+            return
+        now = int(round(float(t[:]) / self.dt))
+        if self.filled < now:
+            raise RuntimeError(f"Brian2 noise ring not filled at step {now}")
+        self.harvest(now)
+        self._fill(min(self.end, now + self.block))
+
+    def _fill(self, until):
+        """Write the uniforms of network steps [filled, until) into the ring (no wrap)."""
+        if self.table is None:  # independent noise: Brian2's rand()
+            self.filled = max(self.filled, until)
+            return
+        s = self.filled
+        while s < until:
+            j, t = divmod(s - self.start, self.steps)
+            e = min(until, self.start + (j + 1) * self.steps)
+            rows = self.table[s % self.block:s % self.block + e - s]
+            if self.noise is not None:
+                rows[:] = self.noise[t:t + e - s, self.first + j]
+            else:
+                if t == 0:
+                    self.stream = sample_stream(self.seed, self.offset + self.first + j)
+                self.stream.random(out=rows)  # the stream's next (e − s)·K uniforms, in order
+            s = e
+        self.filled = max(self.filled, until)
+
+    def harvest(self, until):
+        """Feed the records of network steps [harvested, until) to the recorder; empty them."""
+        b = until - self.harvested
+        if b <= 0:
+            return
+        z_mon, u_mon = self.objs["z_monitor"], self.objs["u_monitor"]
+        k = self.u_prev.shape[1]
+        z = np.zeros((b, k), dtype=np.int32)
+        when = z_mon.variables["t"].get_value()
+        if len(when):
+            local = np.rint(when / self.dt).astype(np.int64) - self.harvested
+            z[local, z_mon.variables["i"].get_value()] = np.rint(z_mon.variables["z"].get_value())
+        after = u_mon.variables["u"].get_value()  # (b, K): u at the end of each step, u_{t+1}
+        if after.shape != (b, k):
+            raise RuntimeError(f"Brian2 StateMonitor recorded {after.shape[0]} steps, "
+                               f"expected {b}")
+        s = self.harvested
+        while s < until:  # one segment per input within the block
+            j, t = divmod(s - self.start, self.steps)
+            e = min(until, self.start + (j + 1) * self.steps)
+            seg = slice(s - self.harvested, e - self.harvested)
+            u = np.concatenate([self.u_prev[j][None], after[seg][:-1]])  # u_t, t … e − 1
+            rows = slice(self.first + j, self.first + j + 1)
+            self.recorder.add_block(t, u[:, None], z[seg][:, None], rows=rows)
+            self.u_prev[j] = after[seg][-1]
+            if t + e - s == self.steps:
+                self.recorder.u[-1, self.first + j] = self.u_prev[j]
+            s = e
+        z_mon.resize(0)
+        z_mon.variables["N"].set_value(0)
+        u_mon.resize(0)
+        self.harvested = until
+        self.bar.update(b)
 
 
 def _run_runtime(b2, target, net, drive, steps, seed, offset, noise, independent, dt_ms,
@@ -311,41 +381,36 @@ def _run_runtime(b2, target, net, drive, steps, seed, offset, noise, independent
     _configure(b2, target)
     n, k = drive.shape
     chunk = max(1, min(n, CHUNK_VALUES // (steps * k)))
+    block = max(1, BLOCK_VALUES // k)
     t0 = time.perf_counter()
     objs = build(b2, net, steps, chunk, noise="own" if independent else "table",
-                 dt=dt_ms * b2.ms)
+                 dt=dt_ms * b2.ms, noise_rows=block)
     network, latents, dt = objs["network"], objs["latents"], objs["dt"]
-    network.run(0 * dt, namespace={})  # code generation and compilation (or cache load)
-    build_seconds, run_seconds = time.perf_counter() - t0, 0.0
     with progress_bar(total=n * steps, desc=f"brian2 ({target})", unit="step",
                       enabled=progress) as bar:
+        feed = _Feed(objs, recorder, net.u0, steps, block, seed, offset, noise, bar)
+        network.add(b2.NetworkOperation(feed.boundary, dt=block * dt, when="start",
+                                        order=-1, name="ipvae_block"))
+        network.run(0 * dt, namespace={})  # code generation and compilation (or cache load)
+        build_seconds, run_seconds = time.perf_counter() - t0, 0.0
         for first in range(0, n, chunk):
             m = min(chunk, n - first)
             objs["drive_table"][:m] = drive[first:first + m]
             if independent:
                 b2.seed(_sample_seed(seed, offset + first))
-            else:
-                for j in range(m):
-                    objs["noise_table"][j * steps:(j + 1) * steps] = _sample_noise(
-                        seed, offset, noise, first + j, steps, k)
             latents.t_start = network.t
-            objs["t0_step"] = int(round(float(network.t / dt)))
-            u_prev = np.tile(net.u0, (m, 1))
-            block = max(1, BLOCK_VALUES // k)
-            for done in range(0, m * steps, block):
-                b = min(block, m * steps - done)
-                t0 = time.perf_counter()
-                with _gc_frozen():
-                    network.run(b * dt, namespace={})
-                # Network.run first regenerates its code objects (compiled modules come
-                # from the cache): ~50 ms a call, counted as build; the step loop is the run.
-                loop = float(getattr(b2.get_device(), "_last_run_time", np.nan))
-                wall = time.perf_counter() - t0
-                loop = wall if not np.isfinite(loop) else min(loop, wall)
-                run_seconds += loop
-                build_seconds += wall - loop
-                _harvest(objs, recorder, first, done, b, steps, u_prev)
-                bar.update(b)
+            feed.begin(first, m, int(round(float(network.t / dt))))
+            t0 = time.perf_counter()
+            with _gc_frozen():
+                network.run(m * steps * dt, namespace={})
+            # Network.run first regenerates its code objects (compiled modules come
+            # from the cache): ~50 ms a call, counted as build; the step loop is the run.
+            loop = float(getattr(b2.get_device(), "_last_run_time", np.nan))
+            wall = time.perf_counter() - t0
+            loop = wall if not np.isfinite(loop) else min(loop, wall)
+            run_seconds += loop
+            build_seconds += wall - loop
+            feed.harvest(feed.end)
     return dict(build_seconds=build_seconds, run_seconds=run_seconds)
 
 
@@ -375,8 +440,13 @@ def _run_standalone(b2, net, drive, steps, seed, offset, noise, independent, dt_
         b2.prefs.devices.cpp_standalone.openmp_threads = 0
         values = None
         if not independent:  # all inputs' noise one after another in time: (N*T, K)
-            values = np.concatenate([_sample_noise(seed, offset, noise, i, steps, k)
-                                     for i in range(n)])
+            values = np.empty((n * steps, k))
+            for i in range(n):
+                rows = values[i * steps:(i + 1) * steps]
+                if noise is not None:
+                    rows[:] = noise[:, i]
+                else:
+                    sample_stream(seed, offset + i).random(out=rows)
         objs = build(b2, net, steps, n, noise="own" if independent else "timed",
                      dt=dt_ms * b2.ms, noise_values=values, drive_values=drive)
         network, latents, dt = objs["network"], objs["latents"], objs["dt"]
@@ -387,7 +457,12 @@ def _run_standalone(b2, net, drive, steps, seed, offset, noise, independent, dt_
         with progress_bar(total=n * steps, desc="brian2 (cpp_standalone)", unit="step",
                           enabled=progress) as bar:
             t0 = time.perf_counter()
-            b2.device.build(directory=workdir, compile=True, run=True, with_output=False)
+            with _compilers_tmpdir(Path(workdir) / "tmp"):
+                b2.device.build(directory=workdir, compile=False, run=False,
+                                with_output=False)  # writes the project, tests compiler flags
+                _compile(b2, workdir)
+                b2.device.run(directory=workdir, results_directory="results",
+                              with_output=False)
             total = time.perf_counter() - t0
             bar.update(n * steps)
         _collect(objs, n, steps, k, spikes, u, net.u0)
@@ -396,6 +471,126 @@ def _run_standalone(b2, net, drive, steps, seed, offset, noise, independent, dt_
     except Exception as err:
         raise RuntimeError(f"Brian2 cpp_standalone run failed: {err}") from err
     finally:
+        b2.Network._globally_running = False  # left set when the program's run is interrupted
         b2.device.reinit()
         b2.set_device("runtime")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _compile(b2, workdir):
+    """Compile the generated project in ``workdir`` with make, in a process group of its own.
+
+    Brian2 itself compiles with ``os.system``, whose wait no signal interrupts: a
+    SIGTERM would wait for every g++ job to finish.  Here Python waits, so an
+    exception (Ctrl-C, or SIGTERM/SIGHUP under ``signals_as_exceptions``) kills
+    make and its compilers at once.  Their output goes to ``workdir/make.log``.
+    """
+    prefs = b2.prefs.devices.cpp_standalone
+    log = Path(workdir) / "make.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*shlex.split(prefs.make_cmd_unix), *prefs.extra_make_args_unix],
+                                cwd=workdir, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait()
+        finally:
+            if proc.returncode is None:  # interrupted: make and its compilers go now
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"compilation failed (make exited with {code}): "
+                           + " | ".join(tail))
+
+
+@contextlib.contextmanager
+def _compilers_tmpdir(path: Path):
+    """Child processes started in the block (g++ from make and from Brian2's compiler-flag
+    tests) keep their temporary files in ``path`` (created here; the caller removes it):
+    a compiler killed mid-way cannot leave them in the user's temporary folder.  Python's
+    own ``tempfile`` folder, chosen once per process, is unchanged."""
+    path.mkdir(exist_ok=True)
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = previous
+
+
+@contextlib.contextmanager
+def _cleaned_up_on_interrupt():
+    """Undo what an interrupted run leaves behind (design §4.2).
+
+    On Ctrl-C, SIGTERM or SIGHUP (the latter two arrive as ``_Terminated`` inside
+    :func:`signals_as_exceptions`): the compilers this run started and that still
+    run (Brian2 compiles cython modules and tests compiler flags in child
+    processes it does not stop) get SIGTERM, which lets g++ remove its temporary
+    files.  On SIGTERM and SIGHUP, which then end the process, Brian2's own files
+    are removed too: for the life of the process it keeps a debug log, a copy of
+    the main script and its compilers' redirected output (``brian_*`` in the
+    temporary folder) and removes them at interpreter exit, which a process ended
+    by a signal never reaches.
+    """
+    since = _clock_ticks()
+    try:
+        yield
+    except (KeyboardInterrupt, _Terminated) as err:
+        _end_children_since(since)
+        if isinstance(err, _Terminated):
+            from brian2.utils.logger import clean_up_logging
+
+            clean_up_logging()  # Brian2's exit handler: its files, unless it keeps them on purpose
+        raise
+
+
+def _clock_ticks() -> int:
+    """Now, in the clock ticks since boot that /proc/PID/stat counts start times in."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+def _end_children_since(since: int, grace: float = 2.0) -> None:
+    """End this process's descendants started at or after clock tick ``since``, the
+    deepest first (a compiler before its driver, so that the driver, ending last,
+    removes the temporary files): SIGTERM, then SIGKILL after ``grace`` seconds.
+    Linux /proc; elsewhere nothing."""
+    if not os.path.isdir("/proc"):
+        return
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                stats[int(entry)] = (int(fields[1]), int(fields[19]))  # ppid, start time
+            except (OSError, IndexError, ValueError):
+                continue
+    levels, frontier = [], {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier}
+        levels.append([pid for pid in frontier if stats[pid][1] >= since - 1])
+    for level in reversed(levels):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in level:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while level and time.monotonic() < deadline:
+                level = [pid for pid in level if not _gone(pid)]
+                if level:
+                    time.sleep(0.02)
+            if not level:
+                break
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts: it no longer runs)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return True

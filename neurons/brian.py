@@ -19,9 +19,11 @@ One Brian2 time step is one inference step (``dt`` is cosmetic: 1 ms means
 =========  =====================================================================
 slot       what happens
 =========  =====================================================================
-start      every T steps (a new input): u ← u0, ff ← the input's drive row.
+start      (runtime targets, every B steps: the runner's ``NetworkOperation``
+           refills the noise ring and empties the monitors, networks.brian)
+           every T steps (a new input): u ← u0, ff ← the input's drive row.
            ``FIRE``: z = poisson_icdf(ξ, exp(u)); ξ from the shared-noise
-           table ``ipvae_noise(step, i)`` (a 2-D ``TimedArray`` on
+           ring ``ipvae_noise(step mod B, i)`` (a 2-D ``TimedArray`` on
            cpp_standalone), or ``rand()`` in independent-noise mode.
 thresholds every neuron with z > 0 emits one Brian2 spike event (``threshold``)
 synapses   the network's ``Synapses`` add w_ij · z_j into ``fb`` of every
@@ -56,8 +58,10 @@ t_start : second (shared)  # time the current run (block of inputs) started
 """
 """Variables of the latent group (Brian2 ``Equations`` text)."""
 
-NOISE_TABLE = "ipvae_noise(timestep(t - t_start, dt), i)"
-"""ξ of this step from the runtime noise table (row = step since ``t_start``, column = neuron)."""
+NOISE_TABLE = "ipvae_noise(timestep(t, dt) % ipvae_noise_rows, i)"
+"""ξ of this step from the runtime noise table, a ring of ``ipvae_noise_rows`` steps (row =
+the network's step modulo the table's rows, column = neuron): the runner refills it a block
+of steps ahead (networks.brian)."""
 
 NOISE_TIMED = "ipvae_noise(t - t_start, i)"
 """ξ of this step from a 2-D ``TimedArray`` (used by cpp_standalone)."""
@@ -182,7 +186,7 @@ cdef double {name}(long row, long i):
 
 
 def latent_group(n_latents, u0, bias, *, eta, clamp_u, clamp_du, steps, noise="table",
-                 functions=None, dt=None, name="latents"):
+                 functions=None, dt=None, name="latents", noise_rows=1):
     """The K latent neurons as a Brian2 ``NeuronGroup`` with its firing and integration.
 
     Parameters
@@ -193,8 +197,9 @@ def latent_group(n_latents, u0, bias, *, eta, clamp_u, clamp_du, steps, noise="t
     steps : T, inference steps per input (the group resets u and loads the next
         input's drive every T steps).
     noise : "table" (runtime targets: ``ipvae_noise(row, i)`` from
-        :func:`table_function`), "timed" (a 2-D ``TimedArray`` ``ipvae_noise``;
-        cpp_standalone) or "own" (Brian2's ``rand()``, independent noise).
+        :func:`table_function`, a ring of ``noise_rows`` steps), "timed" (a 2-D
+        ``TimedArray`` ``ipvae_noise``; cpp_standalone) or "own" (Brian2's ``rand()``,
+        independent noise).
     functions : dict of the Brian2 functions ``ipvae_noise`` (unless "own")
         and ``ipvae_drive`` (rows = inputs since ``t_start``, columns = neurons).
     dt : the Brian2 time step standing for one inference step (default 1 ms).
@@ -211,7 +216,7 @@ def latent_group(n_latents, u0, bias, *, eta, clamp_u, clamp_du, steps, noise="t
     dt = 1 * ms if dt is None else dt
     namespace = dict(ipvae_poisson_icdf=icdf, ipvae_clamp=clamp_fn, eta=float(eta),
                      clamp_u=float(clamp_u), clamp_du=float(clamp_du), ipvae_steps=int(steps),
-                     **(functions or {}))
+                     ipvae_noise_rows=int(noise_rows), **(functions or {}))
     xi = dict(table=NOISE_TABLE, timed=NOISE_TIMED, own=NOISE_OWN)[noise]
     drive = DRIVE_TIMED if noise == "timed" else DRIVE_TABLE
     group = NeuronGroup(int(n_latents), LATENT_EQUATIONS, threshold=THRESHOLD, reset=None,

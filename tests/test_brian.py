@@ -7,14 +7,21 @@ Compiled cython code is cached outside the repository and reused between tests
 warm runs take ~1–2 s).
 """
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import textwrap
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import require
+from leftovers import marked_processes
 from networks import planted_network, simulate
 
 STEPS = 64
@@ -157,7 +164,8 @@ def test_cpp_standalone_builds_in_a_temporary_folder_it_removes(planted_problem)
     before = set(Path(tempfile.gettempdir()).glob("ipvae-brian2-standalone-*"))
     tr = simulate(net, x[:1], 8, backend="brian2", seed=3, offset=5, target="cpp_standalone")
     np.testing.assert_array_equal(tr.spikes, ref.spikes[:8, :1])
-    assert set(Path(tempfile.gettempdir()).glob("ipvae-brian2-standalone-*")) == before
+    # nothing of ours is left (other runs on the machine may remove theirs meanwhile)
+    assert set(Path(tempfile.gettempdir()).glob("ipvae-brian2-standalone-*")) - before == set()
     # runtime targets still work afterwards (the device is reset)
     again = simulate(net, x[:1], 8, backend="brian2", seed=3, offset=5, target="numpy")
     np.testing.assert_array_equal(again.spikes, ref.spikes[:8, :1])
@@ -180,3 +188,66 @@ def test_schedule_within_a_step():
     w = net.recurrent_weights()
     np.testing.assert_array_equal(objs["synapses"].w[:], w[objs["synapses"].j[:],
                                                            objs["synapses"].i[:]])
+
+
+# A cpp_standalone run started from a script file (Brian2 then also keeps a copy of it).
+STANDALONE_SCRIPT = textwrap.dedent("""
+    from networks import planted_network, simulate
+    net, x, _ = planted_network(6, 5, 2, seed=3, n_inputs=1)
+    simulate(net, x, 20, backend="brian2", target="cpp_standalone")
+""")
+
+
+def _running(mark: str, names) -> bool:
+    """True while a process started by the marked run and named one of ``names`` runs."""
+    for pid in marked_processes(mark):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() in names:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("stage", [("g++", "cc1plus"), ("make",)],
+                         ids=["compiler-flag-test", "make"])
+def test_sigterm_during_cpp_standalone_build_leaves_nothing(tmp_path, stage):
+    """SIGTERM while g++ compiles (Brian2's test of compiler flags, then make): the run ends
+    at once, by the signal, and leaves no process (make, g++), no build folder and none of
+    Brian2's files (debug log, script copy, redirected compiler output, g++'s temporary
+    files) in the temporary folder or the working folder."""
+    require("brian2")
+    mark = uuid.uuid4().hex
+    tmpdir = Path(tempfile.mkdtemp(prefix="ipvb-"))  # TMPDIR of the run: must stay empty
+    work = tmp_path / "work"  # its working folder: must stay empty
+    work.mkdir()
+    script = tmp_path / "run_standalone.py"
+    script.write_text(STANDALONE_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               TMPDIR=str(tmpdir), IPVAE_LAVA_TEST_MARK=mark)
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not _running(mark, stage):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the cpp_standalone build did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)  # at once: not after the compiler has finished on its own
+        assert proc.returncode == -signal.SIGTERM
+        assert "Traceback" not in proc.stderr.read().decode()
+        deadline = time.monotonic() + 10
+        while marked_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marked_processes(mark) == []
+        assert sorted(p.name for p in tmpdir.iterdir()) == []
+        assert sorted(p.name for p in work.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        for pid in marked_processes(mark):  # a failed test leaves no compiler running either
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(tmpdir, ignore_errors=True)
