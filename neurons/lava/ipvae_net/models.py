@@ -25,20 +25,18 @@ class SubIPVAENetModel(AbstractSubProcessModel):
 
     def __init__(self, proc):
         p = proc.proc_params
+        if p["fixed"] is not None:
+            raise ValueError("this IPVAENet holds a quantized network (fixed=): run it with "
+                             "select_tag='fixed_pt'")
         topology, steps = p["topology"], p["steps"]
         phi, sigma2, bias = p["phi"], p["sigma2"], p["bias"]  # the weights: IPVAENetwork's
         stride = STRIDES[topology]
         period = stride * steps + 1
         inputs_path = p["inputs_path"]
-        drives_path = None
-        if topology == "folded" and inputs_path is not None:
-            # One constant drive Φᵀx/σ² per sample (IPVAENetwork.drive, computed once).
-            drives_path = str(inputs_path) + ".drives.npy"
-            np.save(drives_path, p["drives"])
-        self.latent = PoissonLatent(
+        self.latent = PoissonLatent(  # drives_path: one drive Φᵀx/σ² per sample, or None
             u0=p["u0"], bias=bias, eta=p["eta"], clamp_u=p["clamp_u"],
             clamp_du=p["clamp_du"], steps=steps, stride=stride, seed=p["seed"],
-            offset=p["offset"], noise_path=p["noise_path"], drives_path=drives_path)
+            offset=p["offset"], noise_path=p["noise_path"], drives_path=p["drives_path"])
         if topology == "folded":
             self.recurrent = Dense(weights=p["recurrent"], num_message_bits=COUNT_BITS)
             self.latent.s_out.connect(self.recurrent.s_in)
@@ -83,14 +81,10 @@ class SubIPVAENetModelFixed(AbstractSubProcessModel):
             raise ValueError("IPVAENet needs fixed= (a quantized network's arrays) to run "
                              "with select_tag='fixed_pt'")
         steps, inputs_path = p["steps"], p["inputs_path"]
-        drives_path = None
-        if inputs_path is not None:
-            drives_path = str(inputs_path) + ".fixed-drives.npy"
-            np.save(drives_path, p["drives"])
         self.latent = PoissonLatent(
             u0=p["u0"], bias=p["bias"], eta=p["eta"], clamp_u=p["clamp_u"],
             clamp_du=p["clamp_du"], steps=steps, stride=1, seed=p["seed"],
-            offset=p["offset"], noise_path=p["noise_path"], drives_path=drives_path,
+            offset=p["offset"], noise_path=p["noise_path"], drives_path=p["drives_path"],
             fixed=fixed)
         bits = int(fixed["weight_bits"])
         self.recurrent = Dense(weights=np.asarray(fixed["w_rec"], dtype=np.int32),

@@ -29,9 +29,10 @@ and the sample's x must arrive from its local step 0 on (folded) or 1 on
 
 Instead of ``x_in``, ``inputs_path`` (an (N, D) ``.npy``, row n = sample n)
 feeds the inputs from a file (the backend's fast path: the folded drive
-Φᵀx/σ² is then computed once per sample, not by a Dense every step, and
-saved beside the file as ``<inputs_path>.drives.npy``); ``x_in`` is then left
-unconnected inside.
+Φᵀx/σ² is then computed once per sample, not by a Dense every step: the
+Process writes the drives (N, K) beside the file as ``<inputs_path>.drives.npy``,
+``.fixed-drives.npy`` for ``fixed_pt``, and its latent reads them); ``x_in`` is then
+left unconnected inside.
 
 Two SubProcessModels: ``floating_pt`` (run with ``Loihi2SimCfg(select_tag=
 "floating_pt", select_sub_proc_model=True)``) and ``fixed_pt`` (``select_tag=
@@ -87,26 +88,36 @@ class IPVAENet(AbstractProcess):
         if int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
         d, k = net.input_dim, net.n_latents
-        drives = None
+        folded = topology == "folded"
+        drives = drives_path = None
         if fixed is not None:
             from neurons import fixed as fx
 
-            if topology != "folded":
+            if not folded:
                 raise ValueError("the fixed-point network has the folded topology only")
             fixed = {key: np.asarray(value) for key, value in dict(fixed).items()
                      if not key.startswith("float_") and key != "report"}
             if inputs_path is not None:
                 drives = fx.drive(fixed["w_ff"], int(fixed["ff_exp"]), int(fixed["x_frac"]),
                                   np.load(inputs_path, mmap_mode="r"))[0]
-        elif inputs_path is not None and topology == "folded":
+                drives_path = str(inputs_path) + ".fixed-drives.npy"
+        elif inputs_path is not None and folded:
             drives = net.drive(np.load(inputs_path, mmap_mode="r"))
+            drives_path = str(inputs_path) + ".drives.npy"
+        if drives_path is not None:  # one constant drive per sample, read by the latent
+            np.save(drives_path, drives)
+        # only the weights the chosen children use (the Dense children copy them again)
+        floating = fixed is None
         super().__init__(
             topology=topology, steps=int(steps), seed=int(seed), offset=int(offset),
             noise_path=None if noise_path is None else str(noise_path),
             inputs_path=None if inputs_path is None else str(inputs_path),
-            phi=np.array(net.phi, dtype=np.float64), sigma2=np.array(net.sigma2, dtype=np.float64),
-            feedforward=net.feedforward_weights(), recurrent=net.recurrent_weights(),
-            drives=drives, fixed=fixed,
+            drives_path=drives_path, fixed=fixed,
+            phi=None if folded else np.array(net.phi, dtype=np.float64),
+            sigma2=None if folded else np.array(net.sigma2, dtype=np.float64),
+            feedforward=(net.feedforward_weights()
+                         if folded and floating and inputs_path is None else None),
+            recurrent=net.recurrent_weights() if folded and floating else None,
             bias=np.array(net.bias, dtype=np.float64), eta=float(net.eta),
             u0=np.array(net.u0, dtype=np.float64), clamp_u=float(net.clamp_u),
             clamp_du=float(net.clamp_du), name=name, log_config=log_config)
