@@ -202,7 +202,10 @@ def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_values=
                       dt=dt, name="feedback")
     syn.connect()  # all to all, pre-major: synapse i·K + j runs from i to j
     w = net.recurrent_weights()  # W[post, pre]
-    syn.w[:] = w.T.reshape(-1)
+    if noise == "timed":  # cpp_standalone: values go to the project through the device
+        syn.w[:] = w.T.reshape(-1)
+    else:  # runtime: straight into Brian2's array, (pre, post) order, no K² temporary
+        syn.variables["w"].get_value().reshape(k, k)[:] = w.T
     del w
     z_mon = b2.SpikeMonitor(latents, variables="z", name="counts")
     u_mon = b2.StateMonitor(latents, "u", record=True, when="end", order=1, name="potentials")
