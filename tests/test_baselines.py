@@ -121,7 +121,7 @@ def test_sparse_coding_refuses_bad_input(call, message):
 
 
 # --- LCA on Lava ----------------------------------------------------------------------------
-def test_lca_on_lava_agrees_with_lasso():
+def test_lca_on_lava_agrees_with_lasso(monkeypatch):
     """LCA's fixed point is the LASSO solution (same λ); its distance to it after T updates.
 
     Near the fixed point, with the active set A settled, LCA is affine with contraction
@@ -137,9 +137,10 @@ def test_lca_on_lava_agrees_with_lasso():
     atoms, _, x = planted_problem(n=3, d=20, k=30, seed=1)
     lam, steps = 0.05, 400
     ref = sparse_encode(x, atoms, algorithm="lasso_lars", alpha=lam)
-    before = shm_names()
+    mark = "baselines-lca-agree"
+    monkeypatch.setenv("IPVAE_LAVA_TEST_MARK", mark)
     rows = lca.sweep(atoms, x, [lam], steps=steps, keep_curves=True, progress=False)
-    assert not leaked_shared_memory(before)
+    assert marked_processes(mark) == []                        # the Lava child is gone
     row = rows[0]
     codes, tau = row["codes"], row["tau"]
     assert tau == pytest.approx(lca.default_tau(atoms))
