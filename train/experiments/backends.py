@@ -89,11 +89,11 @@ def run(ctx: common.Context) -> dict:
     t = np.arange(1, steps + 1)
     for i, (backend, label, _) in enumerate(BACKENDS):
         a.plot(t, mse[backend], label=label, lw=2.5 if i == 0 else 1.2,
-               ls="-" if i < 3 else "--")
+               ls="-" if i < 3 else "--", color=f"C{i}")
         if backend != "reference":
             base = "fixed" if backend == "lava-fixed" else "reference"
             b.plot(t, np.abs(mse[backend] - mse[base]) + 1e-18,
-                   label=f"{label} − {base}", ls="-" if i < 3 else "--")
+                   label=f"{label} − {base}", ls="-" if i < 3 else "--", color=f"C{i}")
     for ax in (a, b):
         ax.set_xscale("log")
         ax.set_xlabel("inference step t")
