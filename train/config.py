@@ -93,7 +93,7 @@ class TrainConfig:
                            metavar="K")
     t_train: int = setting(16, "model", "inference steps unrolled in training, T_train",
                            rule="positive", metavar="T")
-    beta: float = setting(24.0, "loss", "β, the weight of the KL at T_train = --beta-t-ref",
+    beta: float = setting(8.0, "loss", "β, the weight of the KL at T_train = --beta-t-ref",
                           rule="positive", metavar="BETA")
     kl_form: str = setting("exact", "loss", "the Poisson KL: exact, or posterior (the authors' "
                            "form, weighted by the posterior rate)", aliases=("--kl",),
