@@ -47,6 +47,9 @@ KINDS = ("poisson", "gaussian")
 HIDDEN = 512
 """Encoder width: D → 512 → 512 → K (Poisson) or 2K (Gaussian), SiLU."""
 QUICK_N, QUICK_HIDDEN = 200, 64
+INIT_SCALE = 1e-2
+"""The encoder's last layer starts at this times PyTorch's usual uniform(±1/√fan_in)
+scale: the posterior starts near the prior (u ≈ u₀, μ ≈ 0)."""
 LOG_VAR_LIMIT = 10.0
 """|log s²| of the Gaussian posterior is soft-clamped below this (keeps e^{log s²} finite)."""
 
@@ -69,7 +72,8 @@ class AmortizedVAE(nn.Module):
 
     def __init__(self, input_dim: int, n_latents: int, kind: str, *, input_shape=None,
                  hidden: int = HIDDEN, beta: float | None = None, kl_form: str = "exact",
-                 clamp_u: float = 8.0, clamp_du: float = 7.0, seed: int = 0):
+                 clamp_u: float = 8.0, clamp_du: float = 7.0, seed: int = 0,
+                 init_scale: float = INIT_SCALE):
         super().__init__()
         from train.config import TrainConfig
         from train.model import IPVAEModel
@@ -94,7 +98,7 @@ class AmortizedVAE(nn.Module):
                     bound = 1.0 / math.sqrt(layer.in_features)
                     layer.weight.uniform_(-bound, bound, generator=g)
                     layer.bias.zero_()
-            self.encoder[-1].weight.mul_(1e-2)   # start at the prior: u ≈ u₀ / μ ≈ 0
+            self.encoder[-1].weight.mul_(init_scale)   # small: start near the prior
         self.history = {}
 
     # --- the model ---------------------------------------------------------------------------
@@ -182,13 +186,15 @@ class AmortizedVAE(nn.Module):
 def train_amortized(train_dataset, *, kind: str, latents: int, epochs: int, seed: int = 0,
                     quick: bool = False, beta: float | None = None, batch: int = 100,
                     hidden: int = HIDDEN, kl_form: str = "exact", lr: float | None = None,
+                    init_scale: float = INIT_SCALE,
                     time_budget: float | None = None, progress: bool = True) -> AmortizedVAE:
     """Train an amortised ``kind`` VAE with K = ``latents`` on ``train_dataset``.
 
     train_dataset : ``train.data.Dataset`` (x (N, D) float32). epochs : passes over it
     (the schedules span them). batch : inputs per step (the trainer's default, 100).
     beta : β (default: the iP-VAE's 24 for Poisson, 1 for Gaussian). lr : peak learning
-    rate (default the trainer's, 2e-3). time_budget : stop
+    rate (default the trainer's, 2e-3). init_scale : the encoder's last layer's initial
+    scale (``INIT_SCALE``). time_budget : stop
     after this many minutes (the schedules still span ``epochs``). ``quick``: at most
     200 inputs, hidden width 64, at most 2 epochs.
     Returns the trained :class:`AmortizedVAE` (float32, eval mode) with ``history``:
@@ -214,7 +220,7 @@ def train_amortized(train_dataset, *, kind: str, latents: int, epochs: int, seed
     x_all = torch.as_tensor(x_np, dtype=torch.float32)
     input_shape = tuple(getattr(train_dataset, "input_shape", (d,)))
     model = AmortizedVAE(d, int(latents), kind, input_shape=input_shape, hidden=hidden,
-                         beta=beta, kl_form=kl_form, seed=seed)
+                         beta=beta, kl_form=kl_form, seed=seed, init_scale=init_scale)
     cfg = TrainConfig(latents=int(latents), epochs=int(epochs), batch=batch, beta=model.beta,
                       beta_t_ref=None, kl_form=kl_form, seed=seed,
                       **({} if lr is None else dict(lr=float(lr))))
