@@ -186,7 +186,7 @@ class AmortizedVAE(nn.Module):
 def train_amortized(train_dataset, *, kind: str, latents: int, epochs: int, seed: int = 0,
                     quick: bool = False, beta: float | None = None, batch: int = 100,
                     hidden: int = HIDDEN, kl_form: str = "exact", lr: float | None = None,
-                    init_scale: float = INIT_SCALE,
+                    init_scale: float = INIT_SCALE, sigma_init: float | str | None = None,
                     time_budget: float | None = None, progress: bool = True) -> AmortizedVAE:
     """Train an amortised ``kind`` VAE with K = ``latents`` on ``train_dataset``.
 
@@ -194,7 +194,8 @@ def train_amortized(train_dataset, *, kind: str, latents: int, epochs: int, seed
     (the schedules span them). batch : inputs per step (the trainer's default, 100).
     beta : β (default: the iP-VAE's 24 for Poisson, 1 for Gaussian). lr : peak learning
     rate (default the trainer's, 2e-3). init_scale : the encoder's last layer's initial
-    scale (``INIT_SCALE``). time_budget : stop
+    scale (``INIT_SCALE``). sigma_init : the initial σ, a number or "data" (the training
+    pixels' std), as ``TrainConfig.sigma_init`` (default the trainer's, 1.0). time_budget : stop
     after this many minutes (the schedules still span ``epochs``). ``quick``: at most
     200 inputs, hidden width 64, at most 2 epochs.
     Returns the trained :class:`AmortizedVAE` (float32, eval mode) with ``history``:
@@ -223,7 +224,8 @@ def train_amortized(train_dataset, *, kind: str, latents: int, epochs: int, seed
                          beta=beta, kl_form=kl_form, seed=seed, init_scale=init_scale)
     cfg = TrainConfig(latents=int(latents), epochs=int(epochs), batch=batch, beta=model.beta,
                       beta_t_ref=None, kl_form=kl_form, seed=seed,
-                      **({} if lr is None else dict(lr=float(lr))))
+                      **({} if lr is None else dict(lr=float(lr))),
+                      **({} if sigma_init is None else dict(sigma_init=sigma_init)))
     cfg.check()
     init_sigma(model.core, cfg.sigma_init, x_all)
     opt = torch.optim.Adamax(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
