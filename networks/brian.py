@@ -150,10 +150,10 @@ def _sample_seed(seed, index) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
 
 
-BLOCK_VALUES = 1 << 18
+BLOCK_VALUES = 1 << 16
 """Runtime targets hold the shared noise a block of max(1, BLOCK_VALUES // K) steps ahead and
-move the monitors' records into the trace after every such block (2 MB of uniforms and of
-recorded potentials)."""
+move the monitors' records into the trace after every such block (512 KiB of uniforms and of
+recorded potentials; 64 steps at K = 1024, the reference's noise block)."""
 
 CHUNK_VALUES = 1 << 22
 """Runtime targets run inputs in chunks of at most max(1, CHUNK_VALUES // (T·K)) inputs, one

@@ -251,3 +251,32 @@ def test_sigterm_during_cpp_standalone_build_leaves_nothing(tmp_path, stage):
         for pid in marked_processes(mark):  # a failed test leaves no compiler running either
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_runtime_holds_one_block_of_noise_and_records(planted_problem, monkeypatch):
+    """Blocks of 7 steps (not dividing T) and chunks of 2 inputs: the noise ring is refilled
+    and the monitors emptied across input and chunk boundaries, with the reference's counts
+    under shared and explicit noise and with record=; the run holds one block, never T steps."""
+    require("brian2")
+    import networks.brian as nb
+
+    net, _, _ = planted_problem
+    _, x, _ = planted_network(64, 128, 5, seed=0, n_inputs=3)
+    k, steps = net.n_latents, 30
+    monkeypatch.setattr(nb, "BLOCK_VALUES", 7 * k)
+    monkeypatch.setattr(nb, "CHUNK_VALUES", 2 * steps * k)
+    built = []
+    build = nb.build
+    monkeypatch.setattr(nb, "build", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
+    noise = np.random.default_rng(1).random((steps, 3, k))
+    for kw in (dict(seed=3, offset=5), dict(seed=3, offset=5, record=[0, 6, 7, 29]),
+               dict(noise=noise)):
+        ref = simulate(net, x, steps, **kw)
+        tr = simulate(net, x, steps, backend="brian2", target="numpy", **kw)
+        np.testing.assert_array_equal(tr.spikes, ref.spikes)
+        np.testing.assert_allclose(tr.u, ref.u, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(tr.step_rate, ref.step_rate, rtol=1e-12)
+        objs = built[-1]
+        assert objs["noise_table"].shape == (7, k)  # one block of steps, not T or N·T
+        assert objs["u_monitor"].variables["u"].get_value().shape[0] == 0  # all moved out
+        assert len(objs["z_monitor"].variables["i"].get_value()) == 0
