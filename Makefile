@@ -15,7 +15,7 @@ for c in "$$(command -v python3.10 2>/dev/null)" \
 done; exit 1
 endef
 
-.PHONY: venv demo test test-numerics-nosimd bench quality clean which-python
+.PHONY: venv demo test test-numerics-nosimd bench bench-quick quality clean which-python
 venv: $(STAMP)
 
 which-python:
@@ -50,8 +50,13 @@ test-numerics-nosimd: $(STAMP)
 quality: $(STAMP)
 	$(PY) -m pytest -q -s tests_quality
 
+# Every benchmark in one run, each beside its anchor timed in the same run (a while: Lava,
+# Brian2's compiles, training, 1,000 x 1,000 evaluations); bench-quick: tiny sizes, the code only.
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out benchmarks/results.md
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick --out runs/bench-quick.md
 
 # The paper's experiments (issue 14): figures, NAME.json and NAME.md in runs/experiments/,
 # models trained once into runs/experiments/models/ and shared by the experiments.

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from common import QUICK, ROOT, blas, load_average, pick
 
-D, K, N, T = 784, 512, 1, 256
-ROOT = Path(__file__).resolve().parents[1]
+D, K, N, T = pick(784, 32), pick(512, 24), 1, pick(256, 8)
+TARGETS = pick(("numpy", "cython", "cpp_standalone"), ("numpy",))
+"""Quick mode runs the numpy target only: cython and C++ compile for a minute when cold."""
 
 _COLD = """
 import time, warnings
@@ -28,17 +29,6 @@ net, x, _ = planted_network(%d, %d, 10, seed=0, n_inputs=1)
 tr = simulate(net, x, 8, backend="brian2", target="cython")
 print(tr.info["build_seconds"], time.perf_counter() - t0)
 """ % (D, K)
-
-
-def _blas() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        info = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
-                for i in threadpool_info() if i.get("user_api") == "blas"]
-        return ", ".join(info) or "unknown"
-    except Exception:  # threadpoolctl missing or failing: report, don't crash the bench
-        return "unknown"
 
 
 def _cold_cython() -> str:
@@ -69,7 +59,7 @@ def _case(net, x, label) -> list[str]:
     active = (ref.spikes > 0).sum(axis=2).mean()
     rows = [f"| {label}: {spikes:.0f} spikes/step from {active:.1f} neurons | | | | |",
             f"| reference (numpy) | {T / ref_s:,.0f} | – | – | 1.00 |"]
-    for target in ("numpy", "cython", "cpp_standalone"):
+    for target in TARGETS:
         try:
             runs = [simulate(net, x, T, backend="brian2", seed=0, target=target)]
             if target != "cpp_standalone":  # cpp_standalone rebuilds its project every call
@@ -89,7 +79,7 @@ def _case(net, x, label) -> list[str]:
 def bench() -> str:
     from networks import planted_network
 
-    net, x, _ = planted_network(D, K, 10, seed=0, n_inputs=N)
+    net, x, _ = planted_network(D, K, pick(10, 2), seed=0, n_inputs=N)
     rows = []
     try:
         import brian2  # noqa: F401
@@ -98,18 +88,19 @@ def bench() -> str:
     else:
         for label, scale in CASES:
             rows += _case(net, x * scale, label)
-        rows.append(f"| brian2 cython, cold compile (empty cache) | {_cold_cython()} | | | |")
+        if not QUICK:
+            rows.append(f"| brian2 cython, cold compile (empty cache) | {_cold_cython()} | | | |")
     return "\n".join([
         f"## Brian2 backend vs reference (D={D}, K={K}, N={N}, T={T})",
         "",
-        f"Planted network, shared noise, one input; reference BLAS: {_blas()}. "
+        f"Planted network, shared noise, one input; reference BLAS: {blas()}. "
         "Steps/s is Brian2's own step loop over the T steps (event-driven synapses; "
         "`Network.run` after its set-up), best of the calls; "
         "build = Brian2 objects + code generation + compilation or cache load, per call, "
         "including the ~50 ms with which every runtime `Network.run` regenerates its code "
         "objects (first call in this process / second call; cpp_standalone recompiles its "
         "project on every call). time / reference = Brian2's step loop over the reference's "
-        "whole `simulate` (best of 3) for the same T steps.",
+        f"whole `simulate` (best of 3) for the same T steps. {load_average()}.",
         "",
         "| simulator | steps/s | build | counts = reference | time / reference |",
         "| --- | --- | --- | --- | --- |",

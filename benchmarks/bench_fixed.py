@@ -15,27 +15,23 @@ Best of ``REPEATS`` interleaved runs (the machine is shared).
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
+from common import lava_backend_run, lava_summary, load_average, pick, run_json
 
-ROOT = Path(__file__).resolve().parent.parent
-D, K, ACTIVE = 784, 512, 20
-N_BATCH, T_EMU = 64, 64
-LAVA_STEPS = int(os.environ.get("IPVAE_BENCH_LAVA_STEPS", 1000))
-REPEATS = int(os.environ.get("IPVAE_BENCH_REPEATS", 2))
+D, K, ACTIVE = pick(784, 32), pick(512, 24), pick(20, 3)
+N_BATCH, T_EMU = pick(64, 4), pick(64, 4)
+LAVA_STEPS = pick(1000, 3)
+REPEATS = pick(2, 1)
+LAVA_ROWS = pick(("dense_lif_fixed", "lava-fixed", "lava"), ("dense_lif_fixed", "lava-fixed"))
 
 DENSE_LIF_FIXED = textwrap.dedent("""
-    import json, sys, time
+    import json, sys
     import numpy as np
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
@@ -57,22 +53,9 @@ DENSE_LIF_FIXED = textwrap.dedent("""
     lif.s_out.connect(out.in_port)
     cfg = Loihi2SimCfg(select_tag="fixed_pt",
                        exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+    from benchmarks.common import timed_lava_run
     from networks.lava_child import cpu_seconds
-    t0 = time.perf_counter()
-    try:
-        lif.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=cfg)
-        t1 = time.perf_counter()
-        c1 = cpu_seconds()
-        spikes = 0.0
-        for _ in range(steps):
-            spikes += out.receive().sum()
-        lif.wait()
-        t2 = time.perf_counter()
-        c2 = cpu_seconds()
-    finally:
-        lif.stop()
-    print(json.dumps(dict(compile_s=t1 - t0, run_s=t2 - t1, cpu_s=c2 - c1, lava_steps=steps,
-                          spikes=float(spikes))))
+    print(json.dumps(timed_lava_run(lif, steps, [out], cfg, cpu_seconds)))
 """).replace("(K,)", f"({K},)")
 
 
@@ -94,23 +77,8 @@ def _emulator_rows(net, x1, xb, q) -> list[tuple[str, float, float]]:
 
 
 def _dense_lif_fixed(q_path: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", DENSE_LIF_FIXED, q_path, str(LAVA_STEPS + 1)],
-                          env=env, capture_output=True, text=True, timeout=600,
-                          start_new_session=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"fixed_pt Dense+LIF bench failed: "
-                           f"{done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _lava_backend(net, x, backend: str, q=None) -> dict:
-    from networks import simulate
-
-    opts = {"quantized": q} if backend == "lava-fixed" else {}
-    trace = simulate(net, x, LAVA_STEPS, backend=backend, seed=0, **opts)
-    return dict(compile_s=trace.info["compile_s"], run_s=trace.info["run_s"],
-                cpu_s=trace.info["cpu_s"], lava_steps=LAVA_STEPS + 1)
+    return run_json(["-c", DENSE_LIF_FIXED, q_path, str(LAVA_STEPS + 1)],
+                    "fixed_pt Dense+LIF bench", timeout=600)
 
 
 def bench() -> str:
@@ -124,25 +92,25 @@ def bench() -> str:
     quantize_s = time.perf_counter() - t
     emu = _emulator_rows(net, x1, xb, q)
 
-    lava = {"dense_lif_fixed": [], "lava-fixed": [], "lava": []}
+    lava = {name: [] for name in LAVA_ROWS}
     with tempfile.TemporaryDirectory(prefix="ipvae-bench-fixed-") as tmp:
         q_path = str(save_quantized(q, Path(tmp) / "q.npz"))
         np.save(q_path + ".x.npy", x1[0])
+        runs = {"dense_lif_fixed": lambda: _dense_lif_fixed(q_path),
+                "lava-fixed": lambda: lava_backend_run(net, x1, LAVA_STEPS, "lava-fixed",
+                                                       quantized=q),
+                "lava": lambda: lava_backend_run(net, x1, LAVA_STEPS, "lava")}
         for _ in range(REPEATS):
-            lava["dense_lif_fixed"].append(_dense_lif_fixed(q_path))
-            lava["lava-fixed"].append(_lava_backend(net, x1, "lava-fixed", q))
-            lava["lava"].append(_lava_backend(net, x1, "lava"))
+            for name in lava:
+                lava[name].append(runs[name]())
 
     def best(name):
-        return max(r["lava_steps"] / r["run_s"] for r in lava[name]), \
-            min(r["compile_s"] for r in lava[name]), \
-            min(r["cpu_s"] / r["lava_steps"] for r in lava[name]) * 1e6
+        return lava_summary(lava[name], cpu="min")
 
     base, _, base_cpu = best("dense_lif_fixed")
     ratio_b = emu[("fixed", N_BATCH)] / emu[("reference", N_BATCH)]
     ratio_1 = emu[("fixed", 1)] / emu[("reference", 1)]
     lava_ratio = best("lava-fixed")[0] / base
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         f"## Fixed point beside float (D={D}, K={K}, planted input, {ACTIVE} active units)",
         "",
@@ -160,18 +128,18 @@ def bench() -> str:
         "| CPU × Dense+LIF | compile + start (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    labels = {"dense_lif_fixed": "Lava fixed_pt RingBuffer → Dense(784→512) → LIF(512)",
+    labels = {"dense_lif_fixed": f"Lava fixed_pt RingBuffer → Dense({D}→{K}) → LIF({K})",
               "lava-fixed": "iP-VAE folded, simulate(backend='lava-fixed')",
               "lava": "iP-VAE folded, simulate(backend='lava') (floating_pt)"}
-    for name, label in labels.items():
+    for name in lava:
+        label = labels[name]
         rate, comp, cpu_us = best(name)
         lines.append(f"| {label} | {rate:,.0f} | {rate / base:.2f} | {cpu_us:,.0f} | "
                      f"{cpu_us / base_cpu:.2f} | {comp:.2f} |")
     lines += ["", f"Emulator at {ratio_b:.2f}× the reference's sample-steps/s (N = {N_BATCH}; "
               f"target 0.5× {'met' if ratio_b >= 0.5 else 'NOT met'}); lava-fixed at "
               f"{lava_ratio:.2f}× fixed_pt Dense+LIF (target 0.7× "
-              f"{'met' if lava_ratio >= 0.7 else 'NOT met'}); 1-min load average {load:.1f} "
-              f"on {os.cpu_count()} cores.", ""]
+              f"{'met' if lava_ratio >= 0.7 else 'NOT met'}); {load_average()}.", ""]
     return "\n".join(lines)
 
 

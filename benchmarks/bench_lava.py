@@ -27,31 +27,28 @@ inputs from a file and one Extractor on ``state_out``).
 """
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
+from common import blas, lava_backend_run, lava_summary, load_average, pick, run_json
 
-ROOT = Path(__file__).resolve().parent.parent
-D, K = 784, 512
-STEPS = 2000
+D, K = pick(784, 32), pick(512, 24)
+STEPS = pick(2000, 4)
 """Inference steps per timed run (error-units: half, i.e. the same number of Lava steps)."""
-REPEATS = 5
+REPEATS = pick(5, 1)
+KINDS = pick(("dense_lif", "folded", "dense_lif_default", "folded_low", "folded_file",
+              "folded_port", "error-units"), ("dense_lif", "folded", "folded_file"))
+"""The rows run (quick mode: the baseline, simulate's folded network and its graph's profile)."""
 LOW_RATE_SCALE = 0.05
 """The second folded row scales the planted input by this (active rates ~3–8 spikes/step
 instead of ~50–150), since the inverse CDF's cost grows with the counts."""
 
 GRAPH_SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, sys
     import multiprocessing as mp
     import numpy as np
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.magma.runtime.message_infrastructure.multiprocessing import MultiProcessing
     from lava.proc.dense.process import Dense
@@ -119,60 +116,15 @@ GRAPH_SCRIPT = textwrap.dedent("""
         n_steps = top.period
     cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
                        exception_proc_model_map={Extractor: PyLoihiExtractorModel})
-    t0 = time.perf_counter()
-    try:
-        top.run(condition=RunSteps(num_steps=n_steps, blocking=False), run_cfg=cfg)
-        t1 = time.perf_counter()
-        c1 = cpu_by_process()
-        spikes = 0.0
-        for _ in range(n_steps):
-            for out in outs:
-                spikes += out.receive().sum()
-        top.wait()
-        t2 = time.perf_counter()
-        c2 = cpu_by_process()
-    finally:
-        top.stop()
-    by_process = {name: c2[name] - c1.get(name, 0.0) for name in c2}
-    print(json.dumps(dict(compile_s=t1 - t0, run_s=t2 - t1, cpu_s=sum(by_process.values()),
-                          lava_steps=n_steps, spikes=float(spikes), by_process=by_process)))
+    from benchmarks.common import timed_lava_run
+    print(json.dumps(timed_lava_run(top, n_steps, outs, cfg, cpu_by_process)))
 """)
-
-
-def _blas() -> str:
-    """numpy's BLAS and kernel (BACKENDS.md: the bundled OpenBLAS may fall back to Prescott)."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-        if info:
-            return f"{info[0].get('internal_api')} {info[0].get('version')} " \
-                   f"({info[0].get('architecture')}, {info[0].get('num_threads')} threads)"
-    except Exception:  # noqa: BLE001 - informational only
-        pass
-    return "unknown"
 
 
 def _graph(kind: str, net_path: str, steps: int, blas_threads: int) -> dict:
     """Run one graph of GRAPH_SCRIPT in a child; blas_threads 0 leaves numpy's default."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", GRAPH_SCRIPT, kind, net_path, str(steps),
-                           str(blas_threads)],
-                          env=env, capture_output=True, text=True, timeout=600,
-                          start_new_session=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} bench failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _backend(net, x, topology: str, steps: int) -> dict:
-    from networks import simulate
-
-    trace = simulate(net, x, steps, backend="lava", topology=topology, seed=0)
-    stride = 1 if topology == "folded" else 2
-    lava_steps = stride * steps + 1
-    return dict(compile_s=trace.info["compile_s"], run_s=trace.info["run_s"],
-                cpu_s=trace.info["cpu_s"], lava_steps=lava_steps, spikes=float(trace.spikes.sum()))
+    return run_json(["-c", GRAPH_SCRIPT, kind, net_path, str(steps), str(blas_threads)],
+                    f"{kind} bench", timeout=600)
 
 
 def _profile(runs_by_kind: dict, labels: dict) -> list[str]:
@@ -200,34 +152,34 @@ def bench() -> str:
     from networks.lava_child import BLAS_THREADS
 
     net, x, _ = planted_network(D, K, 20, seed=0, n_inputs=1)
-    rows = {"dense_lif": [], "dense_lif_default": [], "folded": [], "folded_low": [],
-            "folded_file": [], "folded_port": [], "error-units": []}
+    runs = {
+        "dense_lif": lambda: _graph("dense_lif", net_path, STEPS + 1, BLAS_THREADS),
+        "folded": lambda: lava_backend_run(net, x, STEPS, "lava", topology="folded"),
+        "dense_lif_default": lambda: _graph("dense_lif", net_path, STEPS + 1, 0),
+        "folded_low": lambda: lava_backend_run(net, LOW_RATE_SCALE * x, STEPS, "lava",
+                                               topology="folded"),
+        "folded_file": lambda: _graph("folded_file", net_path, STEPS + 1, BLAS_THREADS),
+        "folded_port": lambda: _graph("folded_port", net_path, STEPS + 1, BLAS_THREADS),
+        "error-units": lambda: lava_backend_run(net, x, STEPS // 2, "lava",
+                                                topology="error-units"),
+    }
+    rows = {name: [] for name in runs if name in KINDS}
     with tempfile.TemporaryDirectory(prefix="ipvae-bench-lava-") as tmp:
         net_path = str(Path(tmp) / "net.npz")
         save_network(net, net_path)
         np.save(net_path + ".x.npy", x[0])
         for _ in range(REPEATS):
-            rows["dense_lif"].append(_graph("dense_lif", net_path, STEPS + 1, BLAS_THREADS))
-            rows["folded"].append(_backend(net, x, "folded", STEPS))
-            rows["dense_lif_default"].append(_graph("dense_lif", net_path, STEPS + 1, 0))
-            rows["folded_low"].append(_backend(net, LOW_RATE_SCALE * x, "folded", STEPS))
-            rows["folded_file"].append(_graph("folded_file", net_path, STEPS + 1,
-                                              BLAS_THREADS))
-            rows["folded_port"].append(_graph("folded_port", net_path, STEPS + 1,
-                                              BLAS_THREADS))
-            rows["error-units"].append(_backend(net, x, "error-units", STEPS // 2))
+            for name in rows:
+                rows[name].append(runs[name]())
 
     def best(name):
-        runs = rows[name]
-        rate = max(r["lava_steps"] / r["run_s"] for r in runs)
-        cpu_us = statistics.median(r["cpu_s"] / r["lava_steps"] for r in runs) * 1e6
-        return rate, min(r["compile_s"] for r in runs), cpu_us
+        return lava_summary(rows[name], cpu="median")
 
     base, _, base_cpu = best("dense_lif")
     labels = {
-        "dense_lif": f"Lava Dense(784→512) + LIF(512), RingBuffer source, BLAS {BLAS_THREADS} "
+        "dense_lif": f"Lava Dense({D}→{K}) + LIF({K}), RingBuffer source, BLAS {BLAS_THREADS} "
                      "thread",
-        "dense_lif_default": "Lava Dense(784→512) + LIF(512), numpy's default BLAS threads",
+        "dense_lif_default": f"Lava Dense({D}→{K}) + LIF({K}), numpy's default BLAS threads",
         "folded": "iP-VAE folded, simulate(backend='lava'), planted input",
         "folded_low": f"iP-VAE folded, simulate(backend='lava'), input × {LOW_RATE_SCALE}",
         "folded_file": "iP-VAE folded, simulate's graph built directly (inputs file, "
@@ -237,11 +189,11 @@ def bench() -> str:
         "error-units": "iP-VAE error-units, simulate(backend='lava'), planted input",
     }
     lines = [
-        "## Lava floating_pt (D=784, K=512)",
+        f"## Lava floating_pt (D={D}, K={K})",
         "",
         f"{REPEATS} interleaved runs of ~{STEPS + 1} Lava steps each, one input: the best "
         "steps/s (excluding compile + start) and the median CPU time. "
-        f"numpy BLAS: {_blas()}; every row but the second runs with BLAS limited to "
+        f"numpy BLAS: {blas()}; every row but the second runs with BLAS limited to "
         f"{BLAS_THREADS} thread, as `simulate(backend='lava')` does "
         "(`networks.lava_child.BLAS_THREADS`). Target: folded ≥ 1.0× Dense+LIF (same BLAS).",
         "",
@@ -257,18 +209,19 @@ def bench() -> str:
         per_iter = rate / (2 if name == "error-units" else 1)
         lines.append(f"| {labels[name]} | {rate:,.0f} | {per_iter:,.0f} | "
                      f"{rate / base:.2f} | {cpu_us:,.0f} | {cpu_us / base_cpu:.2f} | {comp:.2f} |")
-    folded, folded_low = best("folded")[0] / base, best("folded_low")[0] / base
-    cpu_ratio = max(best("folded")[2], best("folded_low")[2]) / base_cpu
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    met = min(folded, folded_low) >= 1.0 and cpu_ratio <= 1.0
-    lines += ["", f"Folded (simulate) at {folded:.2f}× (planted) and {folded_low:.2f}× "
-              f"(low-rate) Dense+LIF steps/s, {cpu_ratio:.2f}× its median CPU time per step "
+    folded = [best(name)[0] / base for name in ("folded", "folded_low") if name in rows]
+    cpu_ratio = max(best(name)[2] for name in ("folded", "folded_low") if name in rows) / base_cpu
+    met = min(folded) >= 1.0 and cpu_ratio <= 1.0
+    lines += ["", "Folded (simulate) at " + " and ".join(f"{r:.2f}×" for r in folded)
+              + f" (planted{', low-rate' if len(folded) > 1 else ''}) Dense+LIF steps/s, "
+              f"{cpu_ratio:.2f}× its median CPU time per step "
               f"at most: target 1.0× {'met' if met else 'NOT met'} "
-              f"(1-min load average {load:.1f} on {os.cpu_count()} cores).", "",
+              f"({load_average()}).", "",
               "### CPU µs per Lava step, by process", "",
               "The run with the median total of each graph; the host is the process that "
               "runs the network and drains its Extractors.", ""]
-    lines += _profile({k: rows[k] for k in ("dense_lif", "folded_file", "folded_port")},
+    lines += _profile({k: rows[k] for k in ("dense_lif", "folded_file", "folded_port")
+                       if k in rows},
                       {"dense_lif": "Dense+LIF", "folded_file": "iP-VAE folded (simulate's "
                        "graph)", "folded_port": "iP-VAE folded (user graph)"})
     return "\n".join(lines + [""])

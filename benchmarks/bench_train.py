@@ -18,8 +18,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, load_average, pick
+
 AUTHORS_IMG_S = 242.0
+K = pick(512, 32)
+ITERS = pick(8, 1)
+TEMPERATURES = pick((1.0, 0.01), (1.0,))
+DENSE_ROWS = pick((False, True), (False,))
+"""The fused step, then the authors' dense autograd baseline (quick mode: the fused only)."""
+FUSED_RUNS = pick(3, 1)
+"""Fresh processes per fused row (the median is kept)."""
 
 CHILD = r"""
 import json, sys, time
@@ -35,7 +43,8 @@ if cfg["net"]:
     from networks import load_network
     model = IPVAEModel.from_network(load_network(cfg["net"]), dtype=torch.float32, width=cfg["width"])
 else:
-    model = IPVAEModel(784, 512, width=cfg["width"])
+    model = IPVAEModel(784, cfg["latents"], width=cfg["width"])
+k = model.n_latents
 model.set_schedule(cfg["temperature"])
 opt = torch.optim.Adamax(model.parameters(), lr=1e-5)
 if cfg["dense"]:  # the authors' way: all W arrival times for every neuron, global RNG
@@ -48,9 +57,9 @@ if cfg["dense"]:  # the authors' way: all W arrival times for every neuron, glob
     ns.RelaxedPoisson = Dense
 def step(i):
     if cfg["dense"]:
-        noise = (torch.empty(17, 100, 512, cfg["width"]).exponential_(), torch.zeros(17, 100, 512))
+        noise = (torch.empty(17, 100, k, cfg["width"]).exponential_(), torch.zeros(17, 100, k))
     else:
-        noise = training_noise(0, i, range(100), 512, cfg["width"])
+        noise = training_noise(0, i, range(100), k, cfg["width"])
     if cfg["dense"]:  # the step-by-step autograd composition, as the authors' code runs
         out = model(x, 16, noise, beta=24.0, fused=False)
     else:             # exactly what train.trainer runs
@@ -69,9 +78,9 @@ print(json.dumps(dict(img_s=100 * cfg["iters"] / dt, base_mb=base_mb,
 """
 
 
-def _run(width, threads, temperature, net, iters=8, dense=False):
+def _run(width, threads, temperature, net, iters=ITERS, dense=False):
     cfg = dict(width=width, threads=threads, temperature=temperature, net=net, iters=iters,
-               dense=dense)
+               dense=dense, latents=K)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1800)
@@ -96,16 +105,17 @@ def _needed_width(run: Path):
 def bench() -> str:
     run = Path(os.environ.get("IPVAE_BENCH_RUN", ROOT / "runs" / "quality"))
     net = run / "model.npz"
-    net = str(net) if net.is_file() else None
-    needed, max_u = _needed_width(run)
+    net = str(net) if net.is_file() and K == 512 else None
+    needed, max_u = _needed_width(run) if net else (None, None)
     widths = [10] + ([needed] if needed and needed != 10 else [64])
+    widths = pick(widths, [10])
     rows, base = [], []
     for width in widths:
-        for temperature in (1.0, 0.01):
-            for dense in (False, True):
-                # fused rows: median of 3 fresh processes (the machine is shared)
+        for temperature in TEMPERATURES:
+            for dense in DENSE_ROWS:
+                # fused rows: median of FUSED_RUNS fresh processes (the machine is shared)
                 runs = [_run(width, 2, temperature, net, dense=dense)
-                        for _ in range(1 if dense else 3)]
+                        for _ in range(1 if dense else FUSED_RUNS)]
                 r = sorted(runs, key=lambda q: q["img_s"])[len(runs) // 2]
                 base.append(r["base_mb"])
                 kind = ("dense, autograd (authors' way)" if dense else
@@ -118,7 +128,7 @@ def bench() -> str:
             f"(from {run}/checkpoint.pt)" if needed else
             "no trained run found: second width is 64 (the prototype's cap)")
     return "\n".join([
-        "## Training throughput (K=512, T_train=16, batch 100, D=784)",
+        f"## Training throughput (K={K}, T_train=16, batch 100, D=784)",
         "",
         f"Full iterations (noise, 16 unrolled steps, BPTT, Adamax) with {src}; "
         f"{note}. Anchor: authors' code {AUTHORS_IMG_S:.0f} img/s at width 10, 1.2–1.3 GB.",
@@ -130,15 +140,14 @@ def bench() -> str:
         "",
         "Fused rows: what `train.trainer` runs (keyed noise; each step's membrane update, "
         "spikes and KL as one autograd node; the linear decoder in the folded form "
-        "c − z·ΦᵀΦ/σ² with a hand-written BPTT), median of 3 fresh processes. "
+        f"c − z·ΦᵀΦ/σ² with a hand-written BPTT), median of {FUSED_RUNS} fresh process(es). "
         "Dense rows: the same model run step by step under autograd with the authors' "
         "sampler (all W arrivals of every neuron, noise from the global generator): the "
         "same-machine, same-load baseline. "
         f"Peak RSS includes ~{min(base):.0f} MB already there before the first iteration "
         "(torch's CUDA build ~510 MB, the data set, torch.optim's lazy import of "
         "torch._dynamo ~130 MB); the last column is what training adds on top. Throughput is "
-        f"wall-clock on a machine shared with other jobs (load average {os.getloadavg()[0]:.1f} "
-        "at the end).",
+        f"wall-clock on a machine shared with other jobs ({load_average()} at the end).",
         ""])
 
 

@@ -50,6 +50,13 @@ RECURRENT_MAX_BYTES = 256 * 2**20
 """W = −ΦᵀΦ/σ² (K×K float64) is built only up to this size (K ≤ 5,792); larger networks
 take the dense prediction-error product every step."""
 
+GRAM_MAX_BYTES = 64 * 2**20
+"""ΦᵀΦ (K×K float64), for the per-step MSE without the read-out, up to this size (K ≤ 2,896);
+larger networks sum the squared residual of the event-driven read-out."""
+
+KEEP_MAX_BYTES = 64 * 2**20
+"""The folded weights of a network are kept between its runs while they take at most this."""
+
 
 def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,
         progress=False, block=64, threads=None) -> Trace:
@@ -89,29 +96,46 @@ class Folded:
     """The folded quantities of a network shared by every row block (K×K float64 each).
 
     w_rows : W[pre, post] = −ΦᵀΦ/σ² (the recurrent weights, a fired neuron's row contiguous);
-    gram : ΦᵀΦ, for the per-step MSE without the read-out; norms : (K,) ‖φ_k‖.
+    gram : ΦᵀΦ, for the per-step MSE without the read-out, and norms : (K,) ‖φ_k‖ (both
+    None above ``GRAM_MAX_BYTES``).
     """
 
     w_rows: np.ndarray
-    gram: np.ndarray
-    norms: np.ndarray
+    gram: np.ndarray | None
+    norms: np.ndarray | None
 
 
 _FOLDED = weakref.WeakKeyDictionary()  # net -> (phi, log_sigma, Folded) it was built from
 
 
 def folded_weights(net) -> Folded:
-    """W and ΦᵀΦ of ``net`` (two K×K×D products), kept for the next run while Φ and σ are
-    unchanged: evaluating a data set in chunks builds them once."""
+    """W and ΦᵀΦ of ``net`` (two K×K×D products).  Kept for the next run while Φ and σ are
+    unchanged, up to ``KEEP_MAX_BYTES`` (evaluating a data set in chunks builds them once);
+    ΦᵀΦ only up to ``GRAM_MAX_BYTES`` (larger networks sum the MSE from the read-out)."""
     kept = _FOLDED.get(net)
     if kept is not None and np.array_equal(kept[0], net.phi) and np.array_equal(
             kept[1], net.log_sigma):
         return kept[2]
-    gram = net.phi.T @ net.phi
+    k = net.n_latents
+    gram = net.phi.T @ net.phi if k * k * 8 <= GRAM_MAX_BYTES else None
     folded = Folded(np.ascontiguousarray(net.recurrent_weights().T), gram,
-                    np.sqrt(np.maximum(np.diagonal(gram), 0.0)))
-    _FOLDED[net] = (net.phi.copy(), net.log_sigma.copy(), folded)
+                    None if gram is None else np.sqrt(np.maximum(np.diagonal(gram), 0.0)))
+    if 2 * k * k * 8 <= KEEP_MAX_BYTES:
+        _FOLDED[net] = (net.phi.copy(), net.log_sigma.copy(), folded)
     return folded
+
+
+_READOUT = weakref.WeakKeyDictionary()  # net -> (phi, Φᵀ) it was built from
+
+
+def readout_matrix(net) -> np.ndarray:
+    """Φᵀ (K, D) C-contiguous, for the read-out; kept for the next run while Φ is unchanged."""
+    kept = _READOUT.get(net)
+    if kept is not None and np.array_equal(kept[0], net.phi):
+        return kept[1]
+    phi_t = np.ascontiguousarray(net.phi.T)
+    _READOUT[net] = (net.phi.copy(), phi_t)
+    return phi_t
 
 
 class FloatKernels:
@@ -140,14 +164,15 @@ class FloatKernels:
         self.folded = folded if x is not None else None  # None: dense feedback only
         self.drive = self.xphi = self.xsq = None
         if self.folded is not None:
-            # (n, K) Φᵀx and the drive Φᵀ(x/σ²), (n,) ‖x‖²: sums over each input's nonzero
+            # (n, K) the drive Φᵀ(x/σ²) and Φᵀx, (n,) ‖x‖²: sums over each input's nonzero
             # pixels in order, so a row's numbers never depend on the batch it comes in
-            phi = np.ascontiguousarray(net.phi)
-            self.xphi, self.drive = np.empty((len(x), net.n_latents)), np.empty(
-                (len(x), net.n_latents))
-            kernels.readout(np.ascontiguousarray(x), phi, self.xphi)
+            phi, k = np.ascontiguousarray(net.phi), net.n_latents
+            self.drive = np.empty((len(x), k))
             kernels.readout(np.ascontiguousarray(x / self.sigma2), phi, self.drive)
-            self.xsq = np.einsum("nd,nd->n", x, x)
+            if self.folded.gram is not None:  # the folded MSE's quantities
+                self.xphi = np.empty((len(x), k))
+                kernels.readout(np.ascontiguousarray(x), phi, self.xphi)
+                self.xsq = np.einsum("nd,nd->n", x, x)
         self.paths = {"event-driven": 0, "dense": 0}  # row-steps that took each path
         self._fired = 0
         self._error = self._feedback = None
@@ -193,6 +218,7 @@ class FloatKernels:
         Returns u_T (n, K).
         """
         net, n, k = self.net, x.shape[0], self.net.n_latents
+        x = np.ascontiguousarray(x, dtype=np.float64)
         spare = [np.empty((n, k)), np.empty((n, k))]
         rate, z = np.empty((n, k)), np.empty((n, k))
         dense = np.empty(n, dtype=np.int64)
@@ -261,7 +287,7 @@ def run_loop(net, x, steps, make_kernels, *, record, rate_metrics, progress, thr
     """
     n, k = x.shape[0], net.n_latents
     rec = TraceRecorder(net, x, steps, record, rate_metrics, info=info)
-    phi_t = np.ascontiguousarray(net.phi.T)
+    phi_t = readout_matrix(net)
     edges = row_blocks(n, k, default_threads() if threads is None else threads)
     with progress_bar(total=steps, desc=info.get("backend", "run"), unit="step",
                       enabled=progress) as bar:

@@ -442,7 +442,8 @@ PyDoc_STRVAR(step_doc,
 "max_sparse nonzero counts the event-driven feedback drive + sum_j z_j w_rows[j] and\n"
 "u_next = membrane update; its squared error from the folded quantities xphi = Phi^T x\n"
 "(n, K), gram = Phi^T Phi (K, K), norms = |phi_j| (K,), xsq = |x|^2 (n,) (or from the\n"
-"read-out when they round too coarsely), mse (n,) = that / D; the read-out into recon\n"
+"read-out when they round too coarsely, or when gram is None), mse (n,) = that / D; the\n"
+"read-out into recon\n"
 "(n, D) unless None.  zeros (n,) and mean_rate (n,) for every row.  The indices of the\n"
 "rows with more nonzero counts (or all when w_rows is None) go to dense (n,) int64, in\n"
 "order, for the caller's dense path; their u_next, mse and recon are not written.");
@@ -491,9 +492,11 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
               || elements(&v[S_MEAN]) != n || elements(&v[S_DENSE]) != n
               || (v[S_XI].buf != NULL && elements(&v[S_XI]) != nk)
               || (v[S_RECON].buf != NULL && elements(&v[S_RECON]) != n * d);
+    int folded_mse = v[S_GRAM].buf != NULL;
     if (sparse_ok)
-        bad = bad || elements(&v[S_W]) != k * k || elements(&v[S_DRIVE]) != nk
-              || elements(&v[S_XPHI]) != nk || elements(&v[S_GRAM]) != k * k
+        bad = bad || elements(&v[S_W]) != k * k || elements(&v[S_DRIVE]) != nk;
+    if (folded_mse)
+        bad = bad || elements(&v[S_XPHI]) != nk || elements(&v[S_GRAM]) != k * k
               || elements(&v[S_NORMS]) != k || elements(&v[S_XSQ]) != n;
     if (bad) {
         for (int j = 0; j < S_NBUF; j++)
@@ -555,8 +558,8 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             double *recon = B(S_RECON) == NULL ? NULL : B(S_RECON) + i * d;
             if (recon != NULL)
                 rows_sum(nz_val, nz, nnz, phi_t, d, 0, d, NULL, recon, avx2);
-            double e = folded_sq_error(B(S_XSQ)[i], B(S_XPHI) + i * k, gram, norms, k, d, nz,
-                                       nz_val, nnz);
+            double e = folded_mse ? folded_sq_error(B(S_XSQ)[i], B(S_XPHI) + i * k, gram, norms,
+                                                    k, d, nz, nz_val, nnz) : -1.0;
             if (e < 0.0) { /* rounding too coarse: sum the residual of the read-out */
                 double *r = rbuf;
                 rows_sum(nz_val, nz, nnz, phi_t, d, 0, d, NULL, r, avx2);
