@@ -101,7 +101,8 @@ def plot(results, data, path, steps):
         a.set_xlabel("inference step t")
         a.set_ylabel(label)
         a.grid(True, which="both", alpha=0.3)
-    axes[0, 0].set_ylim(bottom=max(-0.5, axes[0, 0].get_ylim()[0]))
+    lowest = min(float(np.min(c["r2_spikes"])) for _, c, _ in results)
+    axes[0, 0].set_ylim(max(-0.5, lowest - 0.02), 1.0)     # a diverging model leaves the panel
     axes[0, 1].set_yscale("log")
     axes[1, 0].set_yscale("log")
     axes[1, 1].set_yscale("log")
