@@ -3,10 +3,18 @@
 Each run is a fresh process; its peak is the largest total proportional set size
 (PSS, from ``/proc/PID/smaps_rollup``) of it and all its descendants, sampled
 every 20 ms (Lava runs in a child and forked model processes: PSS counts pages
-they share once).  The same run with T = 1 shows the start-up cost (imports,
-compiled objects) apart from what the run keeps.
+they share once).  PSS also splits pages shared with processes outside the run
+(other Pythons mapping the same libraries), so on a busy machine it drifts with
+them; the resident set (RSS) summed over the tree is shown beside it (exact for a
+single process; for Lava it counts the pages its processes share once each).
 
-Run alone: ``.venv/bin/python benchmarks/bench_memory.py``.
+The same run with a few steps (``STARTUP_STEPS``) is the start-up (imports, the
+network built, compiled code loaded from the cache, which an unmeasured first run
+fills); the difference is what the run adds.  The target compares whole
+peaks; the run's own cost is compared too, and where start-up goes is measured
+in a second table (RSS after each stage of a Brian2 run's process).
+
+Run alone: ``.venv/bin/python benchmarks/bench_memory.py [--quick]``.
 """
 from __future__ import annotations
 
@@ -18,7 +26,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 N, T, K, D = 8, 4000, 1024, 64
+QUICK = dict(n=4, steps=400, k=256, d=64)
+"""``bench(quick=True)``: a smaller problem (the same columns, seconds instead of minutes)."""
 BACKENDS = ("reference", "lava", "brian2")
+STARTUP_STEPS = 50
+"""The start-up is measured as the same run with this few steps: everything is built and
+every process is up (Lava's tree lives long enough to be sampled whole), the steps add
+nothing that grows with T."""
+MIN_RUN_MIB = 4.0
+"""Below this, what the reference's run adds is measurement noise: no ratio is given."""
 
 SCRIPT = """
 import sys
@@ -27,6 +43,31 @@ backend, steps = sys.argv[1], int(sys.argv[2])
 net, x, _ = planted_network({d}, {k}, 10, seed=0, n_inputs={n})
 trace = simulate(net, x, steps, backend=backend, seed=0, record=[steps - 1])
 assert trace.spikes.shape == (1, {n}, {k}), trace.spikes.shape
+"""
+
+STAGES = """
+import sys
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+out = [("python, numpy", None)]
+import numpy
+out[0] = ("python, numpy", rss())
+import networks
+out.append(("+ import networks (ours; scipy through neurons.poisson)", rss()))
+if sys.argv[1] == "brian2":
+    import brian2
+    out.append(("+ import brian2 (sympy, matplotlib, pytest: Brian2's own imports)", rss()))
+    from networks import planted_network, simulate
+    net, x, _ = planted_network({d}, {k}, 10, seed=0, n_inputs={n})
+    simulate(net, x, 1, backend="brian2", seed=0, record=[0])
+    out.append(("+ network built (all-to-all Synapses: K² weights and indices), compiled "
+                "code loaded, one step", rss()))
+else:
+    import matplotlib, pytest
+    out.append(("+ import matplotlib, pytest (what brian2 2.9 imports with them)", rss()))
+for name, value in out:
+    print(f"{{name}}\\t{{value:.1f}}")
 """
 
 
@@ -47,46 +88,135 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _pss_kib(pid: int) -> int:
+def _kib(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of ``pid`` in KiB (0, 0 once it is gone)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-    except (OSError, StopIteration):
-        return 0
+            values = dict(line.split()[:2] for line in f if line.startswith(("Pss:", "Rss:")))
+        return int(values["Pss:"]), int(values["Rss:"])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
 
 
-def peak_mib(backend: str, steps: int) -> tuple[float, float]:
-    """(peak PSS in MiB of the run's process tree, wall seconds) of one run."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_WAIT_POLICY="PASSIVE")
-    code = SCRIPT.format(n=N, k=K, d=D)
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_WAIT_POLICY="PASSIVE")
+
+
+def _role(pid: int, root: int) -> str:
+    """What a process of a run's tree is, from its command line and parent."""
+    if pid == root:
+        return "the caller (simulate)"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return "gone"
+    if "resource_tracker" in cmd:
+        return "multiprocessing's resource tracker"
+    if ppid == root:
+        return "Lava child (imports Lava, compiles the graph, runs the runtime)"
+    return "forked Lava process model"
+
+
+def peak(backend: str, steps: int, n: int = N, k: int = K, d: int = D,
+         detail: bool = False):
+    """(peak PSS, peak RSS summed over the tree, both MiB; wall seconds) of one run;
+    ``detail`` adds the tree at the PSS peak: [(role, PSS MiB, RSS MiB), ...]."""
+    code = SCRIPT.format(n=n, k=k, d=d)
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, backend, str(steps)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", code, backend, str(steps)], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
+    pss = rss = 0
+    at_peak = []
     while proc.poll() is None:
-        peak = max(peak, sum(_pss_kib(p) for p in _tree(proc.pid)))
+        pids = _tree(proc.pid)
+        sizes = [_kib(p) for p in pids]
+        total = sum(s[0] for s in sizes)
+        if total > pss and detail:
+            at_peak = [(_role(p, proc.pid), s[0] / 1024, s[1] / 1024)
+                       for p, s in zip(pids, sizes) if s[1]]
+        pss, rss = max(pss, total), max(rss, sum(s[1] for s in sizes))
         time.sleep(0.02)
     err = proc.stderr.read().decode()
     proc.stderr.close()
     if proc.returncode != 0:
         raise RuntimeError(f"{backend} run failed: {err.strip().splitlines()[-1:]}")
-    return peak / 1024, time.perf_counter() - start
+    result = (pss / 1024, rss / 1024, time.perf_counter() - start)
+    return (*result, at_peak) if detail else result
 
 
-def bench() -> str:
-    rows = {b: (peak_mib(b, T), peak_mib(b, 1)) for b in BACKENDS}
-    ref = rows["reference"][0][0]
-    lines = [f"## Peak memory, record=[T-1] (N={N}, T={T}, K={K}, D={D})", "",
-             "| backend | peak PSS, T=4000 | peak PSS, T=1 (start-up) | run adds | "
-             "vs reference | wall s |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for b, ((peak, wall), (base, _)) in rows.items():
-        lines.append(f"| {b} | {peak:.0f} MiB | {base:.0f} MiB | {peak - base:.0f} MiB | "
-                     f"{peak / ref:.2f}x | {wall:.1f} |")
-    lines.append("")
-    lines.append("Peak PSS of the whole process tree (Lava: parent, child and model "
-                 "processes), sampled every 20 ms.")
+def peak_mib(backend: str, steps: int) -> tuple[float, float]:
+    """(peak PSS in MiB of the run's process tree, wall seconds) of one run (N, T, K above)."""
+    pss, _, wall = peak(backend, steps)
+    return pss, wall
+
+
+def stages(kind: str, n: int = N, k: int = K, d: int = D) -> list[tuple[str, float]]:
+    """RSS (MiB) after each stage of a fresh process: ``kind`` "brian2" (a Brian2 run of one
+    step) or "libraries" (matplotlib and pytest imported after networks)."""
+    out = subprocess.run([sys.executable, "-c", STAGES.format(n=n, k=k, d=d), kind],
+                         env=_env(), capture_output=True, text=True, check=True).stdout
+    return [(name, float(value)) for name, value in
+            (line.split("\t") for line in out.strip().splitlines())]
+
+
+def _verdict(ratio: float) -> str:
+    return "met" if ratio <= 2.0 else "missed"
+
+
+def bench(quick: bool = False) -> str:
+    """The markdown section; ``quick``: the smaller problem of :data:`QUICK`."""
+    size = QUICK if quick else dict(n=N, steps=T, k=K, d=D)
+    n, steps, k, d = size["n"], size["steps"], size["k"], size["d"]
+    few = min(STARTUP_STEPS, steps)
+    peak("brian2", few, n, k, d)  # unmeasured: fills Brian2's compiled-code cache for this size
+    rows = {b: (peak(b, steps, n, k, d), peak(b, few, n, k, d)) for b in BACKENDS}
+    *_, lava_tree = peak("lava", few, n, k, d, detail=True)
+    (ref_pss, ref_rss, _), (ref_pss1, ref_rss1, _) = rows["reference"]
+    ref_adds = ref_rss - ref_rss1
+
+    def adds_ratio(mib):
+        return f"{mib / ref_adds:.2f}x" if ref_adds >= MIN_RUN_MIB else "—"
+
+    lines = [f"## Peak memory, record=[T-1] (N={n}, T={steps}, K={k}, D={d})", "",
+             f"| backend | peak PSS | start-up PSS (T={few}) | peak / reference's | "
+             f"peak RSS (tree) | start-up RSS | run adds (RSS) | run adds / reference's | "
+             f"wall s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for b, ((pss, rss, wall), (pss1, rss1, _)) in rows.items():
+        lines.append(
+            f"| {b} | {pss:.0f} MiB | {pss1:.0f} MiB | {pss / ref_pss:.2f}x | {rss:.0f} MiB | "
+            f"{rss1:.0f} MiB | {rss - rss1:.0f} MiB | {adds_ratio(rss - rss1)} | {wall:.1f} |")
+    lines += ["", f"Peak of the whole process tree (Lava: caller, child and model processes), "
+              f"sampled every 20 ms; start-up is the same run with T = {few}; \"run adds\" is "
+              f"the difference (RSS: what a run allocates is private, so no sharing blurs it; "
+              f"\"—\" where the reference adds under {MIN_RUN_MIB:.0f} MiB, within the noise).",
+              ""]
+    for b in ("lava", "brian2"):
+        (pss, rss, _), (pss1, rss1, _) = rows[b]
+        lines.append(
+            f"- {b}: peak {pss / ref_pss:.2f}x the reference's (PSS; RSS {rss / ref_rss:.2f}x): "
+            f"target ≤ 2x **{_verdict(pss / ref_pss)}**. Start-up alone is "
+            f"{pss1 / ref_pss1:.2f}x the reference's (PSS), {pss1 - ref_pss1:.0f} MiB more; "
+            f"the run adds {rss - rss1:.0f} MiB (the reference: {ref_adds:.0f} MiB).")
+    brian, libs = stages("brian2", n, k, d), stages("libraries", n, k, d)
+    lines += ["", "Where a Brian2 run's start-up goes (RSS of one process after each stage):",
+              "", "| stage | RSS | adds |", "| --- | ---: | ---: |"]
+    before = 0.0
+    for name, value in brian:
+        lines.append(f"| {name} | {value:.0f} MiB | {value - before:+.0f} MiB |")
+        before = value
+    extra = libs[-1][1] - libs[-2][1]
+    lines += ["", f"Of what `import brian2` adds, matplotlib and pytest (imported by brian2 "
+              f"itself, not used by ipvae) are {extra:.0f} MiB.", "",
+              f"Where a Lava run's start-up goes (its process tree at the PSS peak of the "
+              f"T = {few} run; forked processes share their parent's pages, which PSS splits):",
+              "", "| process | PSS | RSS |", "| --- | ---: | ---: |"]
+    for role, p_mib, r_mib in sorted(lava_tree, key=lambda row: -row[1]):
+        lines.append(f"| {role} | {p_mib:.0f} MiB | {r_mib:.0f} MiB |")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(bench())
+    print(bench(quick="--quick" in sys.argv[1:]))
