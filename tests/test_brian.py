@@ -190,11 +190,12 @@ def test_schedule_within_a_step():
                                                            objs["synapses"].i[:]])
 
 
-# A cpp_standalone run started from a script file (Brian2 then also keeps a copy of it).
-STANDALONE_SCRIPT = textwrap.dedent("""
+# A Brian2 run started from a script file (Brian2 then also keeps a copy of it).
+RUN_SCRIPT = textwrap.dedent("""
+    import sys
     from networks import planted_network, simulate
     net, x, _ = planted_network(6, 5, 2, seed=3, n_inputs=1)
-    simulate(net, x, 20, backend="brian2", target="cpp_standalone")
+    simulate(net, x, int(sys.argv[2]), backend="brian2", target=sys.argv[1], record=[])
 """)
 
 
@@ -209,29 +210,24 @@ def _running(mark: str, names) -> bool:
     return False
 
 
-@pytest.mark.parametrize("stage", [("g++", "cc1plus"), ("make",)],
-                         ids=["compiler-flag-test", "make"])
-def test_sigterm_during_cpp_standalone_build_leaves_nothing(tmp_path, stage):
-    """SIGTERM while g++ compiles (Brian2's test of compiler flags, then make): the run ends
-    at once, by the signal, and leaves no process (make, g++), no build folder and none of
-    Brian2's files (debug log, script copy, redirected compiler output, g++'s temporary
-    files) in the temporary folder or the working folder."""
-    require("brian2")
+def _sigterm_leaves_nothing(tmp_path, target, steps, started):
+    """Start a Brian2 run, wait for ``started(mark, tmpdir)``, SIGTERM it: it ends at once, by
+    the signal, and leaves no process and no file in its temporary or working folder."""
     mark = uuid.uuid4().hex
-    tmpdir = Path(tempfile.mkdtemp(prefix="ipvb-"))  # TMPDIR of the run: must stay empty
+    tmpdir = Path(tempfile.mkdtemp(prefix="ipvb-"))  # TMPDIR of the run: must end empty
     work = tmp_path / "work"  # its working folder: must stay empty
     work.mkdir()
-    script = tmp_path / "run_standalone.py"
-    script.write_text(STANDALONE_SCRIPT)
+    script = tmp_path / "run_brian2.py"
+    script.write_text(RUN_SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]),
                TMPDIR=str(tmpdir), IPVAE_LAVA_TEST_MARK=mark)
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=work,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, str(script), target, str(steps)], env=env,
+                            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
-        while not _running(mark, stage):
+        while not started(mark, tmpdir):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the cpp_standalone build did not start"
+            assert time.monotonic() < deadline, "the Brian2 run did not reach the stage"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)  # at once: not after the compiler has finished on its own
@@ -251,6 +247,31 @@ def test_sigterm_during_cpp_standalone_build_leaves_nothing(tmp_path, stage):
         for pid in marked_processes(mark):  # a failed test leaves no compiler running either
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("stage", [("g++", "cc1plus"), ("make",)],
+                         ids=["compiler-flag-test", "make"])
+def test_sigterm_during_cpp_standalone_build_leaves_nothing(tmp_path, stage):
+    """SIGTERM while g++ compiles (Brian2's test of compiler flags, then make): no make or g++
+    left running, no build folder, none of Brian2's files (debug log, script copy,
+    redirected compiler output) nor g++'s temporary files."""
+    require("brian2")
+    _sigterm_leaves_nothing(tmp_path, "cpp_standalone", 20,
+                            lambda mark, tmpdir: _running(mark, stage))
+
+
+def test_sigterm_during_a_runtime_run_leaves_nothing(tmp_path):
+    """SIGTERM while a cython-target run steps: Brian2's files (which it removes only at
+    interpreter exit) go too."""
+    require("brian2")
+
+    def stepping(mark, tmpdir):  # Brian2 imported (its debug log exists), then 2 s into the run
+        if not list(tmpdir.glob("brian_debug_*")):
+            return False
+        stepping.since = getattr(stepping, "since", time.monotonic())
+        return time.monotonic() > stepping.since + 2
+
+    _sigterm_leaves_nothing(tmp_path, "cython", 10**6, stepping)
 
 
 def test_runtime_holds_one_block_of_noise_and_records(planted_problem, monkeypatch):
