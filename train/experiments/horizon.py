@@ -118,7 +118,7 @@ def plot(results, data, path, steps):
         "  feedback = decoder Jacobianᵀ × error;",
         "  NOT exportable to spiking backends"]), va="top", fontsize=10, family="monospace")
     fig.suptitle(f"horizon: inference far past the training horizon ({data})")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.93, wspace=0.3, hspace=0.28)
     save_figure(fig, path, dpi=100)
 
 
