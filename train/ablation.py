@@ -52,6 +52,8 @@ VARIANTS = {
     "beta=8, width by the 1e-3 quantile": dict(beta=8.0, beta_t_ref=16.0,
                                                width_rule="quantile"),
     "beta=16": dict(beta=16.0, beta_t_ref=16.0),
+    "beta=8, u0_init=-2": dict(beta=8.0, beta_t_ref=16.0, u0_init=-2.0),
+    "beta=2": dict(beta=2.0, beta_t_ref=16.0),
     "beta=24, beta warm-up 30%": dict(beta=24.0, beta_t_ref=16.0, beta_warmup=0.3),
     "beta=8, authors' clamps 10/10, warm-up 0.5%, clip 3000": dict(
         beta=8.0, beta_t_ref=16.0, clamp_u=10.0, clamp_du=10.0, warmup=0.005,
