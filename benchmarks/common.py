@@ -12,6 +12,7 @@ Lava graph is timed, in the child (``bench_lava``, ``bench_fixed``).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
@@ -43,8 +44,9 @@ def load_average() -> str:
 def blas() -> str:
     """numpy's BLAS libraries: internal API, version, kernel and threads (threadpoolctl)."""
     try:
-        import numpy  # noqa: F401 - loads its BLAS, so that threadpoolctl sees it
         from threadpoolctl import threadpool_info
+
+        importlib.import_module("numpy")  # loads its BLAS, so that threadpoolctl sees it
 
         info = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
                 f"{i.get('num_threads')} threads)"
