@@ -130,6 +130,11 @@ def lava_backend_run(net, x, steps: int, backend: str, **options) -> dict:
                 spikes=float(trace.spikes.sum()))
 
 
+def times(a: float, b: float) -> str:
+    """a / b as "0.00", or "–" when b is 0 (a CPU time below the clock's tick)."""
+    return f"{a / b:.2f}" if b > 0 else "–"
+
+
 def lava_summary(runs: list[dict], cpu: str = "median") -> tuple[float, float, float]:
     """(best Lava steps/s, least compile + start seconds, CPU µs per Lava step) of repeated
     runs; the CPU figure is the ``median`` (steadier on a shared machine) or the ``min``."""
