@@ -15,7 +15,7 @@ an encoder instead of T steps of membrane dynamics.
       NLL(x | Φ z, σ²) + β Σ_k KL(Pois(e^{u_k}) ‖ Pois(e^{u₀_k}))
 
   with the iP-VAE's KL (``neurons.poisson.poisson_kl``, exact form by default) and β
-  (``TrainConfig().beta`` = 24 unless given). Codes are spike counts drawn at
+  (the trainer's default, ``TrainConfig().beta``, unless given). Codes are spike counts drawn at
   temperature 0 from the shared uniforms of design §2.2 (input n: stream (seed, n), the
   draw the iP-VAE's step 0 uses), reconstructions Φ z: the iP-VAE's "from spikes"
   metrics. ``codes(x, rates=True)`` gives e^u instead.
@@ -192,7 +192,7 @@ def train_amortized(train_dataset, *, kind: str, latents: int, epochs: int, seed
 
     train_dataset : ``train.data.Dataset`` (x (N, D) float32). epochs : passes over it
     (the schedules span them). batch : inputs per step (the trainer's default, 100).
-    beta : β (default: the iP-VAE's 24 for Poisson, 1 for Gaussian). lr : peak learning
+    beta : β (default: the trainer's default β for Poisson, 1 for Gaussian). lr : peak learning
     rate (default the trainer's, 2e-3). init_scale : the encoder's last layer's initial
     scale (``INIT_SCALE``). sigma_init : the initial σ, a number or "data" (the training
     pixels' std), as ``TrainConfig.sigma_init`` (default the trainer's, 1.0). time_budget : stop
