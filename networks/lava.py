@@ -259,22 +259,34 @@ def _child_message(tmp: Path) -> str:
 
 
 def _run_child(tmp: Path, params: dict, timeout: float, progress: bool) -> dict:
-    """Start the child runner, watch it, and return its outputs (a dict of arrays).
+    """Run ``networks.lava_child`` on the prepared folder ``tmp``; see :func:`run_child`."""
+    total = params["n"] * (STRIDES[params["topology"]] * params["steps"] + 1)
+    return run_child("networks.lava_child", tmp, total=total, timeout=timeout,
+                     desc=f"lava {params['topology']}", unit="step", progress=progress,
+                     what="Lava run")
 
-    The child runs in its own session (process group = its pid).  It is polled
-    without being reaped (``waitid(WNOWAIT)``), so the group id stays reserved
-    until its leftovers have been killed.
+
+def run_child(module: str, tmp: Path, *, total: int, timeout: float, desc: str, unit: str,
+              progress: bool, what: str) -> dict:
+    """Start ``python -m module tmp``, watch it, and return its ``out.npz`` (a dict of arrays).
+
+    The child reads its inputs from the folder ``tmp``, counts its progress (``total`` units)
+    into ``tmp/progress.txt`` and writes ``tmp/out.npz``.  It runs in its own session
+    (process group = its pid) and is polled without being reaped (``waitid(WNOWAIT)``),
+    so the group id stays reserved until its leftovers have been killed; on every exit
+    path the group is killed.  Raises RuntimeError "<what> failed (<why>): <child's
+    message>" when a model raised, the child exited without output, or ``timeout``
+    seconds passed.
     """
     error_file, out_file = tmp / "error.txt", tmp / "out.npz"
-    total = params["n"] * (STRIDES[params["topology"]] * params["steps"] + 1)
     with open(tmp / "stdout.txt", "wb") as so, open(tmp / "stderr.txt", "wb") as se:
-        proc = subprocess.Popen([sys.executable, "-m", "networks.lava_child", str(tmp)],
+        proc = subprocess.Popen([sys.executable, "-m", module, str(tmp)],
                                 stdin=subprocess.DEVNULL, stdout=so, stderr=se,
                                 env=_child_env(error_file), start_new_session=True)
     pid, failure = proc.pid, None
     start = time.monotonic()
     deadline, output_seen = start + timeout, None
-    bar = progress_bar(total=total, desc=f"lava {params['topology']}", unit="step", enabled=progress)
+    bar = progress_bar(total=total, desc=desc, unit=unit, enabled=progress)
     try:
         while True:
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
@@ -301,6 +313,6 @@ def _run_child(tmp: Path, params: dict, timeout: float, progress: bool) -> dict:
     if failure is None and not out_file.exists():
         failure = f"the child exited with status {proc.returncode}"
     if failure is not None:
-        raise RuntimeError(f"Lava run failed ({failure}): {_child_message(tmp)}")
+        raise RuntimeError(f"{what} failed ({failure}): {_child_message(tmp)}")
     with np.load(out_file) as f:
         return {key: f[key] for key in f.files}

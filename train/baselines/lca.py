@@ -34,17 +34,11 @@ iP-VAE's, to compare steps to equal error). None when the target is never reache
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from networks.lava import EXIT_GRACE_S
-from networks.progress import progress_bar
 from train.baselines.metrics import as_matrix, summary
 
 REL_TARGET = 1.05
@@ -112,7 +106,7 @@ def run_lca(dictionary, x, lams, *, steps: int, tau: float | None = None,
     on every exit path the child's process group is killed and its shared memory and
     temporary folder removed.
     """
-    from networks.lava import _child_env, _child_message, _kill_group, check_lava
+    from networks.lava import check_lava, run_child
     from networks.signals import signals_as_exceptions
 
     check_lava()
@@ -122,7 +116,6 @@ def run_lca(dictionary, x, lams, *, steps: int, tau: float | None = None,
     tau = default_tau(d) if tau is None else float(tau)
     lams = [float(v) for v in lams]
     n = x.shape[0]
-    total = n * len(lams)
     if timeout is None:
         timeout = default_timeout(steps, n, len(lams))
     with signals_as_exceptions(), tempfile.TemporaryDirectory(prefix="ipvae-lca-") as tmp:
@@ -131,38 +124,9 @@ def run_lca(dictionary, x, lams, *, steps: int, tau: float | None = None,
         np.save(tmp / "dictionary.npy", d)
         np.save(tmp / "x.npy", x)
         (tmp / "params.json").write_text(json.dumps(dict(lams=lams, steps=int(steps), tau=tau)))
-        out_file, failure = tmp / "out.npz", None
-        with open(tmp / "stdout.txt", "wb") as so, open(tmp / "stderr.txt", "wb") as se:
-            proc = subprocess.Popen([sys.executable, "-m", "train.baselines.lca_child",
-                                     str(tmp)], stdin=subprocess.DEVNULL, stdout=so, stderr=se,
-                                    env=_child_env(tmp / "error.txt"), start_new_session=True)
-        deadline, written = time.monotonic() + timeout, None
-        bar = progress_bar(total=total, desc="LCA on Lava", unit="input", enabled=progress)
-        try:
-            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                now = time.monotonic()
-                if written is None and out_file.exists():
-                    written = now
-                if written is not None and now - written > EXIT_GRACE_S:
-                    break                         # results written, Lava's shutdown hung
-                if now > deadline:
-                    failure = f"timed out after {timeout:.0f} s"
-                    break
-                text = (tmp / "progress.txt").read_text().strip() \
-                    if (tmp / "progress.txt").exists() else ""
-                if text.isdigit() and int(text) > bar.n:
-                    bar.update(int(text) - bar.n)
-                time.sleep(0.05)
-        finally:
-            _kill_group(proc.pid)
-            proc.wait()
-            bar.close()
-        if failure is None and not out_file.exists():
-            failure = f"the child exited with status {proc.returncode}"
-        if failure is not None:
-            raise RuntimeError(f"LCA on Lava failed ({failure}): {_child_message(tmp)}")
-        with np.load(out_file) as f:
-            res = {key: f[key] for key in f.files}
+        res = run_child("train.baselines.lca_child", tmp, total=n * len(lams),
+                        timeout=timeout, desc="LCA on Lava", unit="input", progress=progress,
+                        what="LCA on Lava")
     res["tau"] = tau
     return res
 
