@@ -21,13 +21,12 @@ writes ``report.json``, ``rasters.png`` and ``mse.png`` into a folder.
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from networks.network import atomic_write
+from networks.network import json_ready, write_json
 from networks.plots import plot_rasters, pyplot, save_figure
 from networks.simulate import simulate
 
@@ -220,21 +219,6 @@ def plot_mse_curves(traces: dict, path, trials: int | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------ runner
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if np.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def run_backends(net, x, steps, backends, *, seed=0, offset=0, options=None,
                  independent_noise=False, trials=1, progress=False):
     """Run each backend through ``networks.simulate``; returns ({label: Trace}, {label: seconds}).
@@ -297,7 +281,6 @@ def run_comparison(net, x, steps, backends, out_dir, *, seed=0, offset=0, option
                 mse=plot_mse_curves(traces, out / "mse.png",
                                     trials if independent_noise else None))
     report["figures"] = {k: str(v) for k, v in figs.items()}
-    text = json.dumps(_jsonable(report), indent=2, sort_keys=True)
-    atomic_write(out / "report.json", lambda f: f.write(text.encode()))
+    write_json(out / "report.json", json_ready(report))
     report["traces"] = traces
     return report

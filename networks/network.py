@@ -6,6 +6,7 @@ A network file is data: it is written with ``numpy.savez`` and read with
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -254,6 +255,24 @@ def atomic_write(path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def json_ready(obj):
+    """A copy of ``obj`` that strict JSON can hold: dicts (keys as str), lists and tuples
+    walked; numpy arrays and scalars → Python; non-finite floats → None; paths → str."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def write_json(path, obj) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from networks.network import atomic_write, write_json
+from networks.network import atomic_write, json_ready, write_json
 from networks.progress import progress_bar
 
 CURVES = ("mse_spikes", "mse_rates", "r2_spikes", "r2_rates", "sparsity", "mean_rate")
@@ -328,28 +328,11 @@ def md_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
-def _clean(obj):
-    """JSON-ready copy: numpy → Python, non-finite floats → None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_outputs(ctx: Context, name: str, numbers: dict, markdown: str) -> list[Path]:
     """Write ``NAME.json`` and ``NAME.md`` into the output folder (atomically)."""
     numbers = dict(numbers, experiment=name, quick=ctx.quick, seed=ctx.seed,
                    seconds=round(time.perf_counter() - ctx.started, 1))
-    js = write_json(ctx.path(f"{name}.json"), _clean(numbers))
+    js = write_json(ctx.path(f"{name}.json"), json_ready(numbers))
     md = atomic_write(ctx.path(f"{name}.md"), lambda f: f.write(markdown.encode()))
     return [js, md]
 
