@@ -190,8 +190,7 @@ def log_grid(steps: int, marks=()) -> np.ndarray:
 
 
 def network_curves(net, x, steps: int, *, seed: int = 0, offset: int = 0, batch: int = 100,
-                   progress: bool = True, desc: str = "reference", extra_record=(),
-                   backend: str | None = None) -> dict:
+                   progress: bool = True, desc: str = "reference", extra_record=()) -> dict:
     """Inference curves of a network file on the reference simulator (true Poisson counts).
 
     x (N, D).  Returns the curves of :data:`CURVES`, each (T,), ``du`` (S,) the mean over
