@@ -76,10 +76,43 @@ def patches():
     return load_dataset("patches", "train"), load_dataset("patches", "test")
 
 
-def test_patches_are_zca_whitened_near_identity_covariance(patches):
-    from sklearn.datasets import load_sample_images
+def _band_power(x):
+    """Mean power of 16×16 patches x (N, 256) in four bands of spatial frequency (cycles
+    per pixel): (0.05, 0.15], (0.15, 0.3], (0.3, 0.45], (0.55, 0.8]."""
+    p = (np.abs(np.fft.fft2(x.reshape(-1, 16, 16))) ** 2).mean(axis=0)
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(16), np.fft.fftfreq(16), indexing="ij"))
+    return np.array([p[(f > lo) & (f <= hi)].mean()
+                     for lo, hi in ((0.05, 0.15), (0.15, 0.3), (0.3, 0.45), (0.55, 0.8))])
+
+
+def test_patches_are_whitened_and_low_passed_as_olshausen_and_field(patches):
+    from train.data import _cut_patches
 
     train, test = patches
+    assert train.x.shape == (20000, 256) and test.x.shape == (2000, 256)
+    assert train.input_shape == (16, 16) and train.y is None
+    assert "Olshausen" in train.meta["preprocessing"]
+    # Standardised over the set: zero mean, unit variance over all values.
+    x = train.x.astype(np.float64)
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1.0) < 1e-4
+    # Raw patches carry ~1/f² power: the low band holds several times the middle one.
+    # Whitened by f·exp(−(f/f0)⁴), low and middle are level and the top band is rolled off.
+    raw = _cut_patches("train", 0, 5000)
+    raw_bands = _band_power(raw - raw.mean(axis=1, keepdims=True))
+    bands = _band_power(x)
+    assert raw_bands[0] / raw_bands[1] > 4
+    assert 0.5 < bands[0] / bands[1] < 2
+    assert bands[3] / bands[1] < 0.05
+    # The held-out patches (the photographs' right fifth) go through the same transform.
+    assert 0.5 < float(test.x.astype(np.float64).std()) < 1.5
+    np.testing.assert_allclose(_band_power(test.x.astype(np.float64))[3] / bands[1], 0,
+                               atol=0.05)
+
+
+def test_zca_patches_are_whitened_near_identity_covariance():
+    from sklearn.datasets import load_sample_images
+
+    train, test = load_dataset("patches-zca", "train"), load_dataset("patches-zca", "test")
     assert train.x.shape == (20000, 256) and test.x.shape == (2000, 256)
     assert train.input_shape == (16, 16) and train.y is None
     assert "ZCA" in train.meta["preprocessing"]

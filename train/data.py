@@ -19,13 +19,15 @@ Names
     drawn with ``seed``.
 ``patches``
     16×16 patches of the two photographs shipped with scikit-learn
-    (``load_sample_images``), grey = mean of RGB / 255; each patch's mean is
-    removed, then ZCA whitening fit on the training patches with
-    ε = 0.1 × mean eigenvalue (covariance eigenvalue λ becomes λ/(λ+ε)), then
-    every value divided by the whitened training set's std (unit variance over
-    the set, as the authors standardise their van Hateren patches).
-    Training patches come from the left 80 % of each photograph, test patches
-    from the right 20 % (no overlap); positions drawn with ``seed``.
+    (``load_sample_images``), grey = mean of RGB / 255, prepared as the authors
+    prepare van Hateren's: each photograph whitened by Olshausen & Field's filter
+    f·exp(−(f/0.4)⁴) and locally contrast-normalised, then the patches
+    standardised over the training set (zero mean, unit variance over all values).
+    ``patches-zca``: the same patches of the raw photographs, each patch's mean
+    removed, ZCA-whitened (fit on the training patches, ε = 0.1 × the mean
+    eigenvalue), standardised over the set.  Each photograph is cut into 64×64
+    blocks, a fifth of them (spread over it) held out for ``test``; patch
+    positions inside the split's blocks are drawn with ``seed``.
 a path
     A ``.npy`` array (N, H, W) or (N, D) (uint8 is scaled by 1/255, floats
     are kept), or a folder of images (PNG, JPEG, …; read with Pillow,
@@ -50,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "test")
-NAMES = ("mnist", "digits", "patches")
+NAMES = ("mnist", "digits", "patches", "patches-zca")
 """Built-in data set names; anything else is taken as a path."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm",
@@ -59,6 +61,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pg
 PATCH_SIZE = 16
 PATCHES_PER_SPLIT = {"train": 20000, "test": 2000}
 ZCA_EPS_FRACTION = 0.1
+WHITEN_F0 = 0.4
+"""Roll-off of the whitening filter f·exp(−(f/f0)⁴), cycles per pixel (Olshausen & Field's
+200 cycles per 512-pixel picture)."""
+LCN_SIGMA = 3.0
+"""Width (pixels) of the Gaussian neighbourhood of the local contrast normalisation."""
+BORDER = 8
+BLOCK = 64
+"""Side (pixels) of the blocks the photographs are split into, train and test blocks apart."""
+"""Pixels cut from each edge of a filtered photograph (the FFT filter wraps around)."""
 
 
 @dataclass(eq=False)
@@ -144,6 +155,8 @@ def load_dataset(name, split: str = "train", *, seed: int = 0, rotate=None,
         ds = _digits(split, seed)
     elif key == "patches":
         ds = _patches(split, seed)
+    elif key == "patches-zca":
+        ds = _patches_zca(split, seed)
     elif _looks_like_path(key):
         ds = _from_path(Path(key).expanduser(), split, seed)
     else:
@@ -322,19 +335,54 @@ def _grey_photographs():
                  for im in load_sample_images().images)
 
 
-def _cut_patches(split, seed, n):
-    """n raw 16×16 patches (n, 256): train from the left 80 % columns, test the right 20 %."""
-    ims = _grey_photographs()
+def _whitened(im: np.ndarray) -> np.ndarray:
+    """One grey photograph whitened as Olshausen & Field do: its mean removed, its spectrum
+    multiplied by R(f) = f·exp(−(f/f0)⁴) (f in cycles per pixel; the ramp f flattens the
+    1/f amplitude spectrum of natural images, the exponential rolls off the highest
+    frequencies, where noise and JPEG artefacts live), then locally contrast-normalised:
+    minus its Gaussian-weighted local mean, divided by its local standard deviation where
+    that exceeds the photograph's mean one (Jarrett et al. 2009, as the authors do), and
+    the ``BORDER`` pixels by each edge, where the filter wraps around, cut off."""
+    from scipy import ndimage
+
+    h, w = im.shape
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    out = np.fft.ifft2(np.fft.fft2(im - im.mean()) * f * np.exp(-(f / WHITEN_F0) ** 4)).real
+    out = out - ndimage.gaussian_filter(out, LCN_SIGMA, mode="reflect")
+    local = np.sqrt(ndimage.gaussian_filter(out * out, LCN_SIGMA, mode="reflect"))
+    out = out / np.maximum(local, local.mean())
+    b = BORDER
+    return out[b:-b, b:-b]
+
+
+@functools.lru_cache(maxsize=1)
+def _whitened_photographs():
+    return tuple(_whitened(im) for im in _grey_photographs())
+
+
+def _split_blocks(h: int, w: int, split: str) -> np.ndarray:
+    """(M, 2) top-left corners of the ``BLOCK``×``BLOCK`` blocks of an h×w photograph that
+    belong to ``split``: block (i, j) is held out when (i + 2j) mod 5 = 4, a fifth of the
+    blocks spread over the whole photograph, so both splits see the same kinds of scene."""
+    corners = [(i * BLOCK, j * BLOCK) for i in range(h // BLOCK) for j in range(w // BLOCK)
+               if ((i + 2 * j) % 5 == 4) == (split == "test")]
+    return np.array(corners)
+
+
+def _cut_patches(split, seed, n, ims=None):
+    """n 16×16 patches (n, 256) of the photographs ``ims`` (default: the raw grey ones),
+    each inside one of the split's blocks (:func:`_split_blocks`): no patch of one split
+    overlaps a patch of the other."""
+    ims = _grey_photographs() if ims is None else ims
     rng = np.random.default_rng([seed, SPLITS.index(split), 0xFA7C])
     per = [n // len(ims) + (i < n % len(ims)) for i in range(len(ims))]
     out = []
     p = PATCH_SIZE
     for im, m in zip(ims, per):
-        h, w = im.shape
-        cut = int(w * 0.8)
-        lo, hi = (0, cut - p) if split == "train" else (cut, w - p)
-        rows = rng.integers(0, h - p + 1, size=m)
-        cols = rng.integers(lo, hi + 1, size=m)
+        corners = _split_blocks(*im.shape, split)
+        blocks = corners[rng.integers(0, len(corners), size=m)]
+        rows = blocks[:, 0] + rng.integers(0, BLOCK - p + 1, size=m)
+        cols = blocks[:, 1] + rng.integers(0, BLOCK - p + 1, size=m)
         win = np.lib.stride_tricks.sliding_window_view(im, (p, p))
         out.append(win[rows, cols].reshape(m, p * p))
     x = np.concatenate(out)
@@ -357,13 +405,38 @@ def _zca(seed):
     return w, float(eps), float((x @ w).std())
 
 
+@functools.lru_cache(maxsize=4)
+def _whitened_scale(seed):
+    """(mean, std) over all values of the whitened training patches of ``seed``."""
+    x = _cut_patches("train", seed, PATCHES_PER_SPLIT["train"], _whitened_photographs())
+    return float(x.mean()), float(x.std())
+
+
 def _patches(split, seed):
+    x = _cut_patches(split, seed, PATCHES_PER_SPLIT[split], _whitened_photographs())
+    mean, std = _whitened_scale(seed)
+    x = (x - mean) / std
+    return Dataset(x.astype(np.float32), None, (PATCH_SIZE, PATCH_SIZE), dict(
+        name="patches",
+        source="sklearn.datasets.load_sample_images() (china.jpg, flower.jpg)",
+        preprocessing=(f"grey = mean(RGB)/255; each photograph whitened by the filter "
+                       f"f*exp(-(f/{WHITEN_F0})^4) (f in cycles/pixel; Olshausen & Field), "
+                       f"local contrast normalisation (Gaussian sigma {LCN_SIGMA} px), "
+                       f"{BORDER} px border cut; {PATCH_SIZE}x{PATCH_SIZE} patches; then "
+                       f"standardised with the training patches' mean ({mean:.3g}) and std "
+                       f"({std:.4g}) over all values"),
+        split_rule=f"{BLOCK}x{BLOCK} blocks of each photograph, block (i, j) in test when "
+                   f"(i + 2j) mod 5 = 4, else train; {PATCHES_PER_SPLIT[split]} positions "
+                   f"inside the split's blocks drawn with seed {seed}"))
+
+
+def _patches_zca(split, seed):
     x = _cut_patches(split, seed, PATCHES_PER_SPLIT[split])
     x = x - x.mean(axis=1, keepdims=True)
     w, eps, scale = _zca(seed)
     x = (x @ w) / scale
     return Dataset(x.astype(np.float32), None, (PATCH_SIZE, PATCH_SIZE), dict(
-        name="patches",
+        name="patches-zca",
         source="sklearn.datasets.load_sample_images() (china.jpg, flower.jpg)",
         preprocessing=(f"grey = mean(RGB)/255; {PATCH_SIZE}x{PATCH_SIZE} patches; each patch's "
                        f"mean removed; ZCA whitening fit on the training patches, eps = "
@@ -371,8 +444,9 @@ def _patches(split, seed):
                        f"(covariance eigenvalue l -> l/(l+eps)); then divided by the whitened "
                        f"training set's std over all values ({scale:.4g}): unit variance "
                        f"over the set"),
-        split_rule=f"train from the left 80% of each photograph, test from the right 20%; "
-                   f"{PATCHES_PER_SPLIT[split]} positions drawn with seed {seed}"))
+        split_rule=f"{BLOCK}x{BLOCK} blocks of each photograph, block (i, j) in test when "
+                   f"(i + 2j) mod 5 = 4, else train; {PATCHES_PER_SPLIT[split]} positions "
+                   f"inside the split's blocks drawn with seed {seed}"))
 
 
 # ---- user paths
