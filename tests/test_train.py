@@ -379,29 +379,44 @@ def test_sigma_initialisation_and_warm_up(tmp_path):
             tiny_config(**bad).check()
 
 
-def test_beta_scaled_with_the_square_of_t_train():
+def test_beta_scaled_with_a_power_of_t_train():
     from train.trainer import effective_beta
 
     assert effective_beta(TrainConfig(beta=8.0, t_train=4, beta_t_ref=None)) == 8.0
-    assert effective_beta(TrainConfig(beta=8.0, t_train=4)) == 0.5  # reference 16 by default
+    # reference 16 and power 1 by default: β/16 times the KL summed over the steps
+    assert effective_beta(TrainConfig(beta=8.0, t_train=4)) == 2.0
     assert effective_beta(TrainConfig(beta=8.0, t_train=16, beta_t_ref=16.0)) == 8.0
-    cfg = TrainConfig(beta=8.0, t_train=8, beta_t_ref=16.0, epochs=10)
+    cfg = TrainConfig(beta=8.0, t_train=8, beta_t_ref=16.0, beta_t_power=2.0, epochs=10)
     assert schedule(999, 1000, cfg)["beta"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="beta_t_ref"):
         TrainConfig(beta_t_ref=0.0).check()
+    # the power of the scaling is a setting: 2 gives 8·(1/4)² = 0.5 at T_train = 4
+    assert effective_beta(TrainConfig(beta=8.0, t_train=4, beta_t_power=2.0)) == 0.5
+    assert effective_beta(TrainConfig(beta=8.0, t_train=4, beta_t_power=0.0)) == 8.0
+
+
+def test_a_time_budget_is_refitted_to_the_pace_of_every_epoch():
+    from train.trainer import budget_epochs
+
+    assert budget_epochs(60.0, 10.0, 1) == 6        # 10 s an epoch: 6 fit in a minute
+    assert budget_epochs(60.0, 30.0, 1) == 2
+    assert budget_epochs(60.0, 50.0, 2) == 2        # the pace slowed: no room for a third
+    assert budget_epochs(60.0, 20.0, 4) == 12       # sped up: the plan grows with it
+    assert budget_epochs(60.0, 90.0, 1) == 1        # over budget: the epochs done, no fewer
+    assert budget_epochs(60.0, 0.0, 1) == 1
 
 
 def test_a_short_unroll_learns_with_the_scaled_beta_and_collapses_without(tmp_path):
-    """Issue 16 in small: 8x8 digits, K = 32, T_train = 4, β = 24.  With β scaled by
-    (T_train/16)² (the default) the run learns and is not flagged; with β unscaled the code
-    dies and the detector says so."""
+    """Issue 16 in small: 8x8 digits, K = 32, T_train = 4, the default β.  With β scaled to
+    T_train (the default: β/16 times the KL summed over the 4 steps) the run learns and is
+    not flagged; with β unscaled the code dies and the detector says so."""
     from train.data import load_dataset
 
     train_set, test_set = load_dataset("digits", "train").head(500), load_dataset("digits", "test")
     results = {}
     for ref in (16.0, None):
-        cfg = tiny_config(latents=32, t_train=4, batch=50, epochs=10, beta=24.0, lr=1e-2,
-                          beta_t_ref=ref)
+        cfg = tiny_config(latents=32, t_train=4, batch=50, epochs=10, beta=TrainConfig.beta,
+                          lr=1e-2, beta_t_ref=ref)
         m = train(cfg, tmp_path / str(ref), dataset=train_set,
                   test_dataset=test_set.head(100))["metrics"]
         results[ref] = m
@@ -418,7 +433,7 @@ def test_a_healthy_tiny_command_run_is_not_flagged(tmp_path, capsys):
     from ipvae.cli import main
 
     args = ["train", "--data", "digits", "--n-train", "500", "--latents", "32",
-            "--t-train", "4", "--batch", "50", "--epochs", "6", "--lr", "1e-2", "--beta", "24",
+            "--t-train", "4", "--batch", "50", "--epochs", "6", "--lr", "1e-2",
             "--eval-steps", "0", "--threads", "1", "--quiet", "--out", str(tmp_path / "ok")]
     assert main(args) == 0
     out, err = capsys.readouterr()

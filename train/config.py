@@ -126,10 +126,10 @@ class TrainConfig:
     temp_anneal: float = setting(0.5, "sampler", "fraction of the iterations over which the "
                                  "temperature falls linearly", rule="fraction",
                                  metavar="FRACTION")
-    clamp_u: float = setting(8.0, "model", "ceiling c_u of the soft clamp on the membrane "
-                             "potential u", metavar="C")
-    clamp_du: float = setting(7.0, "model", "ceiling c_du of the soft clamp on u's increment "
-                              "per step", metavar="C")
+    clamp_u: float = setting(5.0, "model", "ceiling c_u of the soft clamp on the membrane "
+                             "potential u (the authors: 8, 10 for a linear decoder)", metavar="C")
+    clamp_du: float = setting(3.0, "model", "ceiling c_du of the soft clamp on u's increment "
+                              "per step (the authors: 7, 10 for a linear decoder)", metavar="C")
     clamp_start: float = setting(2.0, "schedule", "both clamp ceilings start at this value "
                                  "and ramp up to --clamp-u and --clamp-du", metavar="C")
     clamp_anneal: float = setting(0.1, "schedule", "fraction of the iterations over which "
@@ -144,9 +144,13 @@ class TrainConfig:
                                   "at its initial value", rule="fraction", metavar="FRACTION")
     u0_init: float = setting(-5.0, "model", "the prior's potentials u0 start uniform in "
                              "U ± 1", metavar="U")
-    beta_t_ref: float | None = setting(16.0, "loss", "β is scaled by (T_train / T)² so that "
+    beta_t_ref: float | None = setting(16.0, "loss", "β is scaled by (T_train / T)^P so that "
                                        "it keeps its meaning at other T_train; 'none': not "
                                        "scaled", rule="positive", metavar="T")
+    beta_t_power: float = setting(1.0, "loss", "P, the power of that scaling: 1 weighs the "
+                                  "KL summed over the unrolled steps by β/T (the KL of the "
+                                  "whole path), 2 keeps a climb's averaged KL at its T's",
+                                  rule="nonnegative", metavar="P")
     # issue 16's remaining differences from the authors (docs/training-ablation.md):
     width_rule: str = setting("fixed", "sampler", "how W is chosen: fixed (W = --width, plus a "
                               "Gaussian tail) or quantile (refreshed every iteration to the "

@@ -17,19 +17,19 @@ decay 3e-4, lr 2e-3 on MNIST), a linear warm-up then cosine decay to 1e-5,
 gradient-norm clipping at 500, β warmed up linearly over the first 10% of
 iterations, the sampler temperature annealed linearly 1 → 0.01 over the first
 half, and the clamp ceilings ramped up from 2 over the first 10%.  β is given
-for T_train = 16 and scaled by (T_train/16)² (``beta_t_ref``; see
+for T_train = 16 and scaled by T_train/16 (``beta_t_ref``, ``beta_t_power``; see
 :func:`effective_beta`): unscaled, T_train = 4 and 8 collapsed
 (docs/training-ablation.md).  After every epoch :mod:`train.health` checks on
-held-out inputs that the model has not collapsed.
+held-out inputs that the model has not collapsed.  With ``time_budget`` the number
+of epochs is refitted to the budget after every epoch (:func:`budget_epochs`).
 
-β = 8 (at T_train = 16) is the default because it is the β at which every MNIST setting
-of issue 16 learns (K ∈ {128, 512} × T_train ∈ {4, 16}; natural patches did not learn
-in the 800 iterations the quality matrix could give them): β = 24, the default before, collapses at K = 128, T_train = 16, and β = 24
-with a 30% β warm-up learns there only to R² 0.35.  What β = 8 does not give is
-inference that keeps improving long past the training horizon once the model has
-trained longer (docs/training-ablation.md, "Long horizon"): a larger β keeps the
-per-step posterior moves smaller and the late gain larger, at the price of collapsing
-small codes.  The exact Poisson KL is the default: the authors' posterior-weighted
+Defaults where ipvae departs from the authors, each measured in
+docs/training-ablation.md: β = 8 at T_train = 16 (β = 24 collapses K = 128 and
+learns almost nothing on natural patches in the matrix's budgets); the scaling power 1
+(power 2 left T_train = 4 at β 0.5, whose inference bursts past the horizon); clamp
+ceilings c_u = 5, c_du = 3 (with the authors' 8/7 or 10/10 a high-rate latent can
+start a growing oscillation hundreds of steps past the horizon and run to the
+ceiling).  The exact Poisson KL is the default: the authors' posterior-weighted
 KL (``kl_form="posterior"``) at β = 24 learned far slower in the same time (training
 R² −0.12 vs 0.36 for the exact form after 5 epochs).  The authors' other choices
 (separate draws for the loss and the feedback, the loss scaled by 256/D, the sampler
@@ -87,16 +87,18 @@ def lr_factor(i: int, n: int, cfg: TrainConfig) -> float:
 
 
 def effective_beta(cfg: TrainConfig) -> float:
-    """β, or with ``beta_t_ref`` set, β·(T_train/beta_t_ref)².
+    """β, or with ``beta_t_ref`` set, β·(T_train/beta_t_ref)^beta_t_power.
 
-    The loss averages KL_t over the T_train steps; a potential climbing the same
-    distance in T steps pays ≈ Σ_t e^u δ²/2 with δ ∝ 1/T, so the averaged KL grows
-    like 1/T² as T_train shrinks while the averaged NLL does not: the scaling keeps
-    the balance tuned at T_train = beta_t_ref (docs/training-ablation.md).
+    The loss averages KL_t over the T_train steps; with power 1 (the default) the KL
+    term is β/beta_t_ref times the KL summed over the steps, the KL of the whole path,
+    whatever T_train.  A potential climbing the same distance in T steps pays
+    ≈ Σ_t e^u δ²/2 with δ ∝ 1/T, so the averaged KL of a small climb grows like 1/T²
+    as T_train shrinks: power 2 keeps that balance, but leaves short unrolls so weak a
+    β that their inference bursts past the horizon (docs/training-ablation.md).
     """
     if cfg.beta_t_ref is None:
         return cfg.beta
-    return cfg.beta * (cfg.t_train / cfg.beta_t_ref) ** 2
+    return cfg.beta * (cfg.t_train / cfg.beta_t_ref) ** cfg.beta_t_power
 
 
 def schedule(i: int, n: int, cfg: TrainConfig) -> dict:
@@ -107,6 +109,16 @@ def schedule(i: int, n: int, cfg: TrainConfig) -> dict:
                 temperature=cfg.temp_start + (cfg.temp_stop - cfg.temp_start) * a,
                 clamp_u=cfg.clamp_start + (cfg.clamp_u - cfg.clamp_start) * c,
                 clamp_du=cfg.clamp_start + (cfg.clamp_du - cfg.clamp_start) * c)
+
+
+def budget_epochs(budget: float, seconds: float, epochs: int) -> int:
+    """How many epochs in all fit a time budget of ``budget`` seconds, after ``epochs``
+    epochs took ``seconds``: those done plus as many more as the remaining time holds at
+    their mean pace (at least the ones done, at least 1).  Refitted after every epoch, so
+    the schedule (which spans the planned epochs) ends with the budget however the pace
+    changes; as the mean pace moves slowly, so does the schedule."""
+    pace = seconds / max(1, epochs)
+    return max(1, epochs, epochs + int((budget - seconds) / pace) if pace > 0 else epochs)
 
 
 def sampler_width(max_u: float | None, clamp_u: float) -> int:
@@ -315,19 +327,18 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
                        f"({history['epoch_seconds'][-1]:.1f} s); "
                        f"{describe(history['health'][-1])}")
         if cfg.time_budget is not None:
-            budget = cfg.time_budget * 60.0
-            if epoch == 1 and state is None:  # fit the schedule to the budget (≤ cfg.epochs)
-                fitted = max(1, int(0.95 * budget / history["epoch_seconds"][0]))
-                total_epochs = min(cfg.epochs, fitted)
-                end_epoch = total_epochs if stop_after is None else min(total_epochs, stop_after)
             if world > 1:  # all ranks must agree on when to stop
                 t = torch.tensor([train_seconds])
                 torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
                 train_seconds_all = float(t)
             else:
                 train_seconds_all = train_seconds
-            if train_seconds_all + history["epoch_seconds"][-1] > budget and epoch < end_epoch:
-                end_epoch = epoch  # the next epoch would overrun the budget
+            fitted = budget_epochs(cfg.time_budget * 60.0, train_seconds_all, epoch)
+            if fitted != total_epochs:
+                total_epochs = min(cfg.epochs, fitted)
+                end_epoch = total_epochs if stop_after is None else min(total_epochs,
+                                                                        start_epoch + stop_after)
+            if epoch >= total_epochs and total_epochs < cfg.epochs:
                 budget_stopped = True
                 if rank == 0:
                     tqdm.write(f"time budget of {cfg.time_budget} min reached after "
