@@ -65,14 +65,18 @@ EPOCH_CAP = 10_000
 """Far above what any budget allows: the time budget, not the cap, ends training."""
 
 
-def run_cell(cell: Cell, reuse: bool = False) -> dict:
+def run_cell(cell: Cell, reuse: bool = False, *, settings: dict | None = None,
+             folder: Path | None = None, threads: int = 2) -> dict:
     """Train ``cell`` (or, with ``reuse``, read its earlier run) and measure it.
 
-    Returns and writes ``runs/quality/matrix/<name>/cell.json``: the figures (R² and
-    sparsity at t = T_train, 16, 160, 999; the collapse check; epochs and minutes
-    trained; runaway inputs), the curves, and the failures (list of str).
+    Returns and writes ``<folder>/cell.json`` (default folder
+    ``runs/quality/matrix/<name>``): the figures (R² and sparsity at t = T_train, 16,
+    160, 999; the collapse check; epochs and minutes trained; runaway inputs), the
+    curves, and the failures (list of str).  ``settings``: TrainConfig fields that
+    differ from the trainer's defaults (an ablation of the matrix; the matrix itself
+    passes none); ``threads``: torch threads of the training.
     """
-    folder = OUT / "matrix" / cell.name
+    folder = OUT / "matrix" / cell.name if folder is None else Path(folder)
     path = folder / "cell.json"
     if reuse and path.is_file():
         res = json.loads(path.read_text())
@@ -89,9 +93,9 @@ def run_cell(cell: Cell, reuse: bool = False) -> dict:
 
     if folder.exists():
         shutil.rmtree(folder)
-    cfg = TrainConfig(data=cell.data, latents=cell.latents, t_train=cell.t_train,
-                      epochs=EPOCH_CAP, time_budget=cell.minutes, threads=2, eval_steps=0,
-                      progress=True)
+    cfg = TrainConfig(**{**dict(data=cell.data, latents=cell.latents, t_train=cell.t_train,
+                                epochs=EPOCH_CAP, time_budget=cell.minutes, threads=threads,
+                                eval_steps=0, progress=True), **(settings or {})})
     t0 = time.perf_counter()
     m = train(cfg, folder)["metrics"]
     wall = time.perf_counter() - t0
@@ -109,7 +113,8 @@ def run_cell(cell: Cell, reuse: bool = False) -> dict:
                r2_end=float(r2[last]), sparsity_t_train=float(sp[cell.t_train]),
                sparsity_16=float(sp[16]), sparsity_160=float(sp[160]),
                sparsity_end=float(sp[last]), runaway_inputs=int(ev["runaway_any"]),
-               eval_inputs=len(test), load_average=os.getloadavg(),
+               eval_inputs=len(test), load_average=os.getloadavg(), settings=settings or {},
+               threads=threads,
                curves=dict(r2=[float(v) for v in r2], sparsity=[float(v) for v in sp]))
     res["failures"] = failures(cell, res)
     write_json(path, res)
@@ -196,3 +201,70 @@ def write_report(results: list[dict] | None = None) -> Path:
         fig.tight_layout()
         save_figure(fig, OUT / "matrix.png", dpi=100)
     return path
+
+
+# --- ablations of the matrix ----------------------------------------------------------------
+ABLATION_TABLE = ROOT / "runs" / "quality" / "matrix-ablation.md"
+ABLATION_COLUMNS = ("variant", "cell", "threads", "epochs", "collapsed", "R² t=T_train",
+                    "R² t=16", "R² t=160", "R² t=1000", "sparsity t=16", "sparsity t=1000",
+                    "runaway", "load (1 min)", "passes")
+
+
+def ablation_row(variant: str, res: dict) -> str:
+    """One Markdown row of the ablation table for the measured cell ``res``."""
+    cells = (variant, res["cell"], res.get("threads", 2), res["epochs"],
+             "yes" if res["collapsed"] else "no", f"{res['r2_t_train']:.3f}",
+             f"{res['r2_16']:.3f}", f"{res['r2_160']:.3f}", f"{res['r2_end']:.3f}",
+             f"{res['sparsity_16']:.3f}", f"{res['sparsity_end']:.3f}", res["runaway_inputs"],
+             f"{res['load_average'][0]:.1f}",
+             "yes" if not res["failures"] else "no: " + "; ".join(res["failures"]))
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def main(argv=None) -> int:
+    """``python -m tests_quality.matrix CELL [--set KEY=VALUE ...]``: train and measure one
+    cell of the matrix with settings that differ from the trainer's defaults (an ablation),
+    in ``runs/quality/ablation/<variant>/<cell>``, and append its row to
+    ``runs/quality/matrix-ablation.md``.  The floors are the matrix's."""
+    import argparse
+
+    cells = {c.name: c for c in CELLS}
+    ap = argparse.ArgumentParser(prog="python -m tests_quality.matrix", description=main.__doc__)
+    ap.add_argument("cell", choices=sorted(cells))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a TrainConfig field and its value (JSON, or a bare string)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--table", type=Path, default=ABLATION_TABLE,
+                    help=f"Markdown table the row is appended to (default {ABLATION_TABLE})")
+    args = ap.parse_args(argv)
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    from train.config import TrainConfig
+
+    unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        ap.error(f"unknown setting(s) {', '.join(unknown)}")
+    variant = ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+    folder = OUT / "ablation" / (variant.replace(", ", "_").replace("=", "-") or "defaults")
+    res = run_cell(cells[args.cell], settings=settings, folder=folder / args.cell,
+                   threads=args.threads)
+    row = ablation_row(variant, res)
+    table = Path(args.table)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    head = "" if table.is_file() else ("| " + " | ".join(ABLATION_COLUMNS) + " |\n"
+                                       + "| --- " * len(ABLATION_COLUMNS) + "|\n")
+    with open(table, "a") as f:
+        f.write(head + row + "\n")
+    print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
