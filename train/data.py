@@ -416,15 +416,21 @@ def _patches(split, seed):
     x = _cut_patches(split, seed, PATCHES_PER_SPLIT[split], _whitened_photographs())
     mean, std = _whitened_scale(seed)
     x = (x - mean) / std
+    return _patch_dataset(x, "patches", split, seed, (
+        f"grey = mean(RGB)/255; each photograph whitened by the filter "
+        f"f*exp(-(f/{WHITEN_F0})^4) (f in cycles/pixel; Olshausen & Field), "
+        f"local contrast normalisation (Gaussian sigma {LCN_SIGMA} px), "
+        f"{BORDER} px border cut; {PATCH_SIZE}x{PATCH_SIZE} patches; then "
+        f"standardised with the training patches' mean ({mean:.3g}) and std "
+        f"({std:.4g}) over all values"))
+
+
+def _patch_dataset(x, name, split, seed, preprocessing):
+    """The :class:`Dataset` of the patches ``x`` (N, PATCH_SIZE²) of ``split``."""
     return Dataset(x.astype(np.float32), None, (PATCH_SIZE, PATCH_SIZE), dict(
-        name="patches",
+        name=name,
         source="sklearn.datasets.load_sample_images() (china.jpg, flower.jpg)",
-        preprocessing=(f"grey = mean(RGB)/255; each photograph whitened by the filter "
-                       f"f*exp(-(f/{WHITEN_F0})^4) (f in cycles/pixel; Olshausen & Field), "
-                       f"local contrast normalisation (Gaussian sigma {LCN_SIGMA} px), "
-                       f"{BORDER} px border cut; {PATCH_SIZE}x{PATCH_SIZE} patches; then "
-                       f"standardised with the training patches' mean ({mean:.3g}) and std "
-                       f"({std:.4g}) over all values"),
+        preprocessing=preprocessing,
         split_rule=f"{BLOCK}x{BLOCK} blocks of each photograph, block (i, j) in test when "
                    f"(i + 2j) mod 5 = 4, else train; {PATCHES_PER_SPLIT[split]} positions "
                    f"inside the split's blocks drawn with seed {seed}"))
@@ -435,18 +441,13 @@ def _patches_zca(split, seed):
     x = x - x.mean(axis=1, keepdims=True)
     w, eps, scale = _zca(seed)
     x = (x @ w) / scale
-    return Dataset(x.astype(np.float32), None, (PATCH_SIZE, PATCH_SIZE), dict(
-        name="patches-zca",
-        source="sklearn.datasets.load_sample_images() (china.jpg, flower.jpg)",
-        preprocessing=(f"grey = mean(RGB)/255; {PATCH_SIZE}x{PATCH_SIZE} patches; each patch's "
-                       f"mean removed; ZCA whitening fit on the training patches, eps = "
-                       f"{ZCA_EPS_FRACTION} x mean eigenvalue = {eps:.3g} "
-                       f"(covariance eigenvalue l -> l/(l+eps)); then divided by the whitened "
-                       f"training set's std over all values ({scale:.4g}): unit variance "
-                       f"over the set"),
-        split_rule=f"{BLOCK}x{BLOCK} blocks of each photograph, block (i, j) in test when "
-                   f"(i + 2j) mod 5 = 4, else train; {PATCHES_PER_SPLIT[split]} positions "
-                   f"inside the split's blocks drawn with seed {seed}"))
+    return _patch_dataset(x, "patches-zca", split, seed, (
+        f"grey = mean(RGB)/255; {PATCH_SIZE}x{PATCH_SIZE} patches; each patch's "
+        f"mean removed; ZCA whitening fit on the training patches, eps = "
+        f"{ZCA_EPS_FRACTION} x mean eigenvalue = {eps:.3g} "
+        f"(covariance eigenvalue l -> l/(l+eps)); then divided by the whitened "
+        f"training set's std over all values ({scale:.4g}): unit variance "
+        f"over the set"))
 
 
 # ---- user paths
