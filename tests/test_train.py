@@ -512,3 +512,21 @@ def test_loss_scale_is_a_global_factor(tmp_path):
     assert float((c.decoder.phi - d.decoder.phi).detach().abs().max()) > 1e-4
     with pytest.raises(ValueError, match="loss_ref_dim"):
         tiny_config(loss_ref_dim=0.0).check()
+
+
+def test_ablation_rows_rerun_with_the_defaults_of_their_round():
+    """train.ablation's variants pin the settings the third round changed (clamps 8/7, β
+    scaled by (T_train/16)²), so a regenerated first- or second-round row means what the
+    table says; 'z' names the ZCA patches those rounds used."""
+    from train import ablation
+
+    assert ablation.parse_setting("128x4") == ("mnist", 128, 4)
+    assert ablation.parse_setting("p512x16") == ("patches", 512, 16)
+    assert ablation.parse_setting("z512x16") == ("patches-zca", 512, 16)
+    with pytest.raises(ValueError, match="KxT_TRAIN"):
+        ablation.parse_setting("q512")
+    for name, overrides in ablation.VARIANTS.items():
+        cfg = TrainConfig(**{**ablation.ROUNDS_1_2, **overrides})
+        assert cfg.beta_t_power == 2.0, name
+        if "clamp_u" not in overrides:
+            assert (cfg.clamp_u, cfg.clamp_du) == (8.0, 7.0), name

@@ -15,8 +15,10 @@ at t = T_train, 160 and the horizon, and the share of zero counts at T_train
 and the horizon.  Rows are appended to ``--out`` as they finish;
 docs/training-ablation.md holds the tables measured for issue 16.
 
-Every variant states β explicitly, so its rows mean the same whatever the
-trainer's defaults are.
+Every variant states β explicitly, and runs on :data:`ROUNDS_1_2` (the defaults the
+first two rounds had where the trainer's moved since), so its rows mean the same
+whatever the trainer's defaults are.  The third round is ``python -m
+tests_quality.matrix CELL --set KEY=VALUE`` (the matrix's cells under their budgets).
 """
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+
+ROUNDS_1_2 = dict(clamp_u=8.0, clamp_du=7.0, beta_t_power=2.0)
+"""The defaults of the first two rounds that the third changed (docs/training-ablation.md):
+the clamp ceilings 8/7 and β scaled by (T_train/16)²; a variant's own setting wins."""
+PATCHES = {"p": "patches", "z": "patches-zca"}
+"""Setting prefixes of natural patches: ``p`` today's pipeline, ``z`` the ZCA patches the
+first two rounds used (``p512x16`` then meant what ``z512x16`` means now)."""
 
 VARIANTS = {
     # --- the first round (t = T_train only; docs/training-ablation.md, first table)
@@ -67,13 +76,14 @@ HEADER = ("| variant | data | K | T_train | epochs | R² t=T_train | R² t=160 |
 
 
 def parse_setting(text: str) -> tuple[str, int, int]:
-    """'128x4' → ('mnist', 128, 4); 'p512x16' → ('patches', 512, 16)."""
-    data = "patches" if text.startswith("p") else "mnist"
+    """'128x4' → ('mnist', 128, 4); 'p512x16' → ('patches', 512, 16); 'z512x16' →
+    ('patches-zca', 512, 16)."""
+    data = PATCHES.get(text[:1], "mnist")
     try:
-        k, t = (int(v) for v in text.lstrip("p").split("x"))
+        k, t = (int(v) for v in text.lstrip("".join(PATCHES)).split("x"))
     except ValueError:
-        raise ValueError(f"a setting is KxT_TRAIN or pKxT_TRAIN (patches), got {text!r}") \
-            from None
+        raise ValueError(f"a setting is KxT_TRAIN, or pKxT_TRAIN / zKxT_TRAIN (patches), "
+                         f"got {text!r}") from None
     return data, k, t
 
 
@@ -92,7 +102,8 @@ def run_one(overrides: dict, latents: int, t_train: int, epochs: int, *, data="m
     from train.trainer import train
 
     cfg = TrainConfig(data=data, latents=latents, t_train=t_train, epochs=epochs,
-                      eval_steps=0, progress=False, seed=seed, threads=threads, **overrides)
+                      eval_steps=0, progress=False, seed=seed, threads=threads,
+                      **{**ROUNDS_1_2, **overrides})
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         res = train(cfg, out)
@@ -129,7 +140,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--only", nargs="*", help="variant names to run (default all)")
     p.add_argument("--settings", nargs="*", default=list(SETTINGS),
-                   help="KxT_TRAIN (MNIST) or pKxT_TRAIN (patches) (default 128x4 128x16)")
+                   help="KxT_TRAIN (MNIST), pKxT_TRAIN (patches) or zKxT_TRAIN (ZCA patches, "
+                        "the first two rounds' p) (default 128x4 128x16)")
     p.add_argument("--horizon", type=int, default=1000,
                    help="evaluate to this step with the reference simulator (0: no)")
     p.add_argument("--eval-n", type=int, default=200, help="held-out inputs evaluated")
