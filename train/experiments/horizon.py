@@ -45,12 +45,16 @@ BETA = 24.0
 """β (at T_train = 16, scaled by (T_train/16)² at other horizons: design §1.4) of every model
 the experiments train outside the rate-distortion sweep: fixed here, so that the results
 do not move with the trainer's default; it is part of each cached model's key."""
+PINNED = dict(beta_t_power=2.0, clamp_u=8.0, clamp_du=7.0)
+"""The other settings the README's results were trained with, where the trainer's defaults
+have moved since (docs/training-ablation.md, third round); pinned with β for the same
+reason."""
 
 
 def config(size, data, decoder, t_train, seed, beta=BETA):
     from train.config import TrainConfig
 
-    return TrainConfig(data=data, decoder=decoder, t_train=t_train, beta=beta,
+    return TrainConfig(data=data, decoder=decoder, t_train=t_train, beta=beta, **PINNED,
                        latents=size["latents"],
                        epochs=size["epochs"][data][decoder], n_train=size["n_train"],
                        batch=size["batch"][data], lr=size["lr"][data], seed=seed)
@@ -170,7 +174,7 @@ def run(ctx: common.Context, data=None, t_train=None) -> dict:
           "Held-out inputs, true Poisson counts. Linear decoder: the network file on the "
           "reference simulator; mlp / conv: the torch model at temperature 0 (Jacobian-transpose "
           f"feedback, not exportable to the spiking backends). β = {BETA:g} (at T_train = 16; "
-          "scaled by (T_train/16)² in training). t counts inference steps.", "",
+          "scaled by (T_train/16)² in training), clamp ceilings 8/7. t counts inference steps.", "",
           common.md_table(["data", "decoder", "T_train", "inputs", "R² t=4", "R² t=100",
                            f"R² t={end}", f"R² rates t={end}", f"MSE t={end}", "sparsity t=16",
                            f"sparsity t={end}", "R² claim", "sparsity claim", "learned"], rows),
