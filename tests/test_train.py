@@ -127,7 +127,7 @@ def test_schedules():
     assert lr_factor(0, n, cfg) < 0.05 and lr_factor(49, n, cfg) == pytest.approx(1.0)
     assert lr_factor(n - 1, n, cfg) == pytest.approx(cfg.lr_min / cfg.lr, rel=0.05)
     s0, s_mid, s_end = schedule(0, n, cfg), schedule(500, n, cfg), schedule(n - 1, n, cfg)
-    assert s0["temperature"] == 1.0 and s_mid["temperature"] == pytest.approx(0.01)
+    assert s0["temperature"] == 1.0 and s_mid["temperature"] == pytest.approx(cfg.temp_stop)
     assert s0["clamp_u"] < 2.1 and s_end["clamp_u"] == cfg.clamp_u
     assert s0["beta"] < 0.1 * cfg.beta and s_end["beta"] == cfg.beta
 

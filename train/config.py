@@ -121,7 +121,8 @@ class TrainConfig:
                                  "ramps up from 0", rule="fraction", metavar="FRACTION")
     temp_start: float = setting(1.0, "sampler", "temperature of the relaxed counts at the "
                                 "start", rule="positive", metavar="TEMP")
-    temp_stop: float = setting(0.01, "sampler", "temperature at the end of its ramp",
+    temp_stop: float = setting(0.1, "sampler", "temperature at the end of its ramp (the "
+                               "authors: 0.01, at which long runs diverged here)",
                                rule="positive", metavar="TEMP")
     temp_anneal: float = setting(0.5, "sampler", "fraction of the iterations over which the "
                                  "temperature falls linearly", rule="fraction",
