@@ -45,7 +45,7 @@ BETA = 24.0
 """β (at T_train = 16, scaled by (T_train/16)² at other horizons: design §1.4) of every model
 the experiments train outside the rate-distortion sweep: fixed here, so that the results
 do not move with the trainer's default; it is part of each cached model's key."""
-PINNED = dict(beta_t_power=2.0, clamp_u=8.0, clamp_du=7.0)
+PINNED = dict(beta_t_power=2.0, clamp_u=8.0, clamp_du=7.0, temp_stop=0.01)
 """The other settings the README's results were trained with, where the trainer's defaults
 have moved since (docs/training-ablation.md, third round); pinned with β for the same
 reason."""
@@ -174,7 +174,8 @@ def run(ctx: common.Context, data=None, t_train=None) -> dict:
           "Held-out inputs, true Poisson counts. Linear decoder: the network file on the "
           "reference simulator; mlp / conv: the torch model at temperature 0 (Jacobian-transpose "
           f"feedback, not exportable to the spiking backends). β = {BETA:g} (at T_train = 16; "
-          "scaled by (T_train/16)² in training), clamp ceilings 8/7. t counts inference steps.", "",
+          "scaled by (T_train/16)² in training), clamp ceilings 8/7, temperature floor 0.01. "
+          "t counts inference steps.", "",
           common.md_table(["data", "decoder", "T_train", "inputs", "R² t=4", "R² t=100",
                            f"R² t={end}", f"R² rates t={end}", f"MSE t={end}", "sparsity t=16",
                            f"sparsity t={end}", "R² claim", "sparsity claim", "learned"], rows),
