@@ -282,3 +282,18 @@ def test_a_new_field_appears_on_the_command_line_and_in_files_by_itself(monkeypa
     assert group["ramp_length"] == "schedule" and group["plain_count"] == "run"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--ramp-length", "0", "--out", "r"])
+
+
+@pytest.mark.parametrize("item, reason", [("bogus=1", "unknown setting 'bogus'"),
+                                          ("beta=-1", "must be a finite number > 0"),
+                                          ("width_rule=nope", "must be one of"),
+                                          ("beta", "expected KEY=VALUE")])
+def test_matrix_ablation_refuses_a_bad_setting_before_training(item, reason, capsys):
+    """``python -m tests_quality.matrix CELL --set K=V`` checks K=V with the trainer's own
+    parser and exits 2 naming the problem, before any training."""
+    from tests_quality.matrix import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["mnist-K128-T4", "--set", item])
+    assert e.value.code == 2
+    assert reason in capsys.readouterr().err

@@ -232,26 +232,29 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests_quality.matrix", description=main.__doc__)
     ap.add_argument("cell", choices=sorted(cells))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a TrainConfig field and its value (JSON, or a bare string)")
+                    help="a training setting and its value, as on the ipvae train command "
+                         "line (e.g. beta=16, temp_stop=0.01)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--table", type=Path, default=ABLATION_TABLE,
                     help=f"Markdown table the row is appended to (default {ABLATION_TABLE})")
     args = ap.parse_args(argv)
+    from train.config import format_value, parse_setting
+    from train.config import settings as known_settings
+
+    known = {s.name: s for s in known_settings()}
     settings = {}
     for item in args.set:
         key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
         if not sep:
             ap.error(f"--set {item!r}: expected KEY=VALUE")
+        if key not in known:
+            ap.error(f"--set {item!r}: unknown setting {key!r}")
         try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    from train.config import TrainConfig
-
-    unknown = sorted(set(settings) - set(TrainConfig.__dataclass_fields__))
-    if unknown:
-        ap.error(f"unknown setting(s) {', '.join(unknown)}")
-    variant = ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+            settings[key] = parse_setting(known[key], value, text=True)
+        except ValueError as e:
+            ap.error(f"--set {item!r}: {e}")
+    variant = ", ".join(f"{k}={format_value(v)}" for k, v in settings.items()) or "defaults"
     folder = OUT / "ablation" / (variant.replace(", ", "_").replace("=", "-") or "defaults")
     res = run_cell(cells[args.cell], settings=settings, folder=folder / args.cell,
                    threads=args.threads)

@@ -67,9 +67,9 @@ WHITEN_F0 = 0.4
 LCN_SIGMA = 3.0
 """Width (pixels) of the Gaussian neighbourhood of the local contrast normalisation."""
 BORDER = 8
+"""Pixels cut from each edge of a filtered photograph (the FFT filter wraps around)."""
 BLOCK = 64
 """Side (pixels) of the blocks the photographs are split into, train and test blocks apart."""
-"""Pixels cut from each edge of a filtered photograph (the FFT filter wraps around)."""
 
 
 @dataclass(eq=False)
