@@ -103,7 +103,7 @@ def test_patches_are_whitened_and_low_passed_as_olshausen_and_field(patches):
     assert raw_bands[0] / raw_bands[1] > 4
     assert 0.5 < bands[0] / bands[1] < 2
     assert bands[3] / bands[1] < 0.05
-    # The held-out patches (the photographs' right fifth) go through the same transform.
+    # The held-out patches (a fifth of each photograph's blocks) go through the same transform.
     assert 0.5 < float(test.x.astype(np.float64).std()) < 1.5
     np.testing.assert_allclose(_band_power(test.x.astype(np.float64))[3] / bands[1], 0,
                                atol=0.05)

@@ -515,9 +515,10 @@ def test_loss_scale_is_a_global_factor(tmp_path):
 
 
 def test_ablation_rows_rerun_with_the_defaults_of_their_round():
-    """train.ablation's variants pin the settings the third round changed (clamps 8/7, β
-    scaled by (T_train/16)²), so a regenerated first- or second-round row means what the
-    table says; 'z' names the ZCA patches those rounds used."""
+    """train.ablation's variants pin the settings that changed since their rounds (clamps
+    8/7, β scaled by (T_train/16)², temperature floor 0.01), so a regenerated first- or
+    second-round row means what the table says; 'z' names the ZCA patches those rounds
+    used."""
     from train import ablation
 
     assert ablation.parse_setting("128x4") == ("mnist", 128, 4)
@@ -527,6 +528,6 @@ def test_ablation_rows_rerun_with_the_defaults_of_their_round():
         ablation.parse_setting("q512")
     for name, overrides in ablation.VARIANTS.items():
         cfg = TrainConfig(**{**ablation.ROUNDS_1_2, **overrides})
-        assert cfg.beta_t_power == 2.0, name
+        assert cfg.beta_t_power == 2.0 and cfg.temp_stop == 0.01, name
         if "clamp_u" not in overrides:
             assert (cfg.clamp_u, cfg.clamp_du) == (8.0, 7.0), name

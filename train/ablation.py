@@ -27,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROUNDS_1_2 = dict(clamp_u=8.0, clamp_du=7.0, beta_t_power=2.0)
-"""The defaults of the first two rounds that the third changed (docs/training-ablation.md):
-the clamp ceilings 8/7 and β scaled by (T_train/16)²; a variant's own setting wins."""
+ROUNDS_1_2 = dict(clamp_u=8.0, clamp_du=7.0, beta_t_power=2.0, temp_stop=0.01)
+"""The defaults of the first two rounds that changed since (docs/training-ablation.md):
+the clamp ceilings 8/7, β scaled by (T_train/16)² and the temperature's floor 0.01; a
+variant's own setting wins."""
 PATCHES = {"p": "patches", "z": "patches-zca"}
 """Setting prefixes of natural patches: ``p`` today's pipeline, ``z`` the ZCA patches the
 first two rounds used (``p512x16`` then meant what ``z512x16`` means now)."""
