@@ -147,15 +147,11 @@ def init_sigma(model, sigma_init, x: torch.Tensor):
 
 # --- distributed ----------------------------------------------------------------------------
 def dist_info():
-    """(rank, world size); initialises the gloo process group under torchrun."""
-    import torch.distributed as dist
+    """(rank, world size); under torchrun the gloo process group is set up (and torn down
+    at exit) by :func:`networks.distributed.rank_world`, as for evaluation."""
+    from networks.distributed import rank_world
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return rank_world()
 
 
 def _load_data(cfg: TrainConfig):
