@@ -48,12 +48,21 @@ def test_signal_to_the_parent_leaves_nothing_behind(signum, repeats):
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _default_signals() -> None:
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _run_and_signal(tmpdir: Path, mark: str, signum: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmpdir),
                IPVAE_LAVA_TEST_MARK=mark)
     shm_before = shm_names()
+    # The run starts with the signals at their defaults, as from a terminal, whatever the
+    # test runner inherited: under ``nohup`` SIGHUP is ignored, and the runner rightly
+    # keeps it ignored.
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 120
         while not _started(mark):
