@@ -531,3 +531,18 @@ def test_ablation_rows_rerun_with_the_defaults_of_their_round():
         assert cfg.beta_t_power == 2.0 and cfg.temp_stop == 0.01, name
         if "clamp_u" not in overrides:
             assert (cfg.clamp_u, cfg.clamp_du) == (8.0, 7.0), name
+
+
+def test_no_fit_prior_holds_u0_and_trains_the_rest(tmp_path):
+    """--no-fit-prior (the authors' fit_prior=False): u0 ends exactly where it was drawn,
+    while Φ and the other parameters still train; the default learns u0."""
+    from networks import load_network
+
+    ds = tiny_dataset()
+    drawn = IPVAEModel(36, 16, input_shape=(6, 6), seed=0, width=6).latent.u0.detach().numpy()
+    for fit, folder in ((False, "held"), (True, "fit")):
+        train(tiny_config(fit_prior=fit), tmp_path / folder, dataset=ds)
+    held, fit = load_network(tmp_path / "held" / "model.npz"), load_network(tmp_path / "fit" / "model.npz")
+    np.testing.assert_array_equal(held.u0, drawn.astype(np.float64))
+    assert np.abs(fit.u0 - drawn).max() > 1e-4
+    assert np.abs(held.phi).max() > 1e-3       # Φ starts at N(0, 1e-4²) and has learned

@@ -145,6 +145,8 @@ class TrainConfig:
                                   "at its initial value", rule="fraction", metavar="FRACTION")
     u0_init: float = setting(-5.0, "model", "the prior's potentials u0 start uniform in "
                              "U ± 1", metavar="U")
+    fit_prior: bool = setting(True, "model", "learn the prior's potentials u0, as the "
+                              "authors do (--no-fit-prior keeps their first draw)")
     beta_t_ref: float | None = setting(16.0, "loss", "β is scaled by (T_train / T)^P so that "
                                        "it keeps its meaning at other T_train; 'none': not "
                                        "scaled", rule="positive", metavar="T")

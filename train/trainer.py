@@ -226,7 +226,9 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
         if cfg.u0_init != -5.0:  # (the model's own draw is U(−6, −4))
             with torch.no_grad():
                 model.latent.u0.add_(cfg.u0_init + 5.0)
-    opt = torch.optim.Adamax(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+    model.latent.u0.requires_grad_(cfg.fit_prior)
+    opt = torch.optim.Adamax([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                             betas=tuple(cfg.adam_betas),
                              eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     from torch.utils.data.distributed import DistributedSampler
 
