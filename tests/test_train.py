@@ -282,6 +282,24 @@ def test_cli_errors(tmp_path):
 def test_hand_written_bptt_equals_autograd(kl_form, temperature, dense):
     """The fused linear model (folded form, one autograd node, hand-written BPTT) gives the
     step-by-step autograd composition's loss, curves and every parameter gradient."""
+    _fused_equals_composed(kl_form, temperature, dense, "mean")
+
+
+@pytest.mark.parametrize("loss_steps", ["linear", "last"])
+def test_step_weighted_loss_fused_equals_composed(loss_steps):
+    """The steps' NLL weights (``--loss-steps``) enter the hand-written BPTT as they enter
+    autograd, and the loss is Σ_t (a_t·NLL_t + β·KL_t) / (T·N) with the weights a_t."""
+    from train.model import step_weights
+
+    a, _ = _fused_equals_composed("exact", 0.7, False, loss_steps)
+    w = step_weights(loss_steps, 6, torch.float64)
+    assert float(w.mean()) == pytest.approx(1.0)
+    assert (w[-1] == w.max()) and (loss_steps != "last" or float(w[:-1].abs().sum()) == 0.0)
+    expected = float((a["nll"] * w).mean() + 3.0 * a["kl"].mean())
+    assert float(a["loss"].detach()) == pytest.approx(expected, rel=1e-10)
+
+
+def _fused_equals_composed(kl_form, temperature, dense, loss_steps):
     ds = tiny_dataset(n=12)
     x = torch.as_tensor(ds.x, dtype=torch.float64)
     model = IPVAEModel(36, 16, input_shape=(6, 6), seed=3, clamp_u=4.0, clamp_du=3.0,
@@ -301,7 +319,7 @@ def test_hand_written_bptt_equals_autograd(kl_form, temperature, dense):
     results = []
     for fused in (True, False):
         model.zero_grad()
-        out = model(x, 6, noise, beta=3.0, kl_form=kl_form, fused=fused)
+        out = model(x, 6, noise, beta=3.0, kl_form=kl_form, fused=fused, loss_steps=loss_steps)
         out["loss"].backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters()}
         results.append((out, grads))
@@ -315,6 +333,7 @@ def test_hand_written_bptt_equals_autograd(kl_form, temperature, dense):
         torch.testing.assert_close(ga[k], gb[k], rtol=1e-8, atol=1e-10 * float(gb[k].abs().max()))
     last = model(x, 6, noise, beta=3.0, kl_form=kl_form, r2_steps="last")["r2"]
     torch.testing.assert_close(last, a["r2"][-1:], rtol=1e-9, atol=1e-9)
+    return a, ga
 
 
 def test_collapse_detection_tells_a_working_model_from_a_collapsed_one():

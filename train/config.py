@@ -26,6 +26,7 @@ from pathlib import Path
 DECODERS = ("linear", "mlp", "conv")
 KL_FORMS = ("exact", "posterior")
 WIDTH_RULES = ("fixed", "quantile")
+LOSS_STEPS = ("mean", "linear", "last")
 RUN_INDEPENDENT = ("progress", "threads", "eval_steps", "eval_n")
 """Settings that do not change the trained parameters (free to differ on ``--resume``)."""
 
@@ -161,6 +162,10 @@ class TrainConfig:
                               choices=WIDTH_RULES)
     separate_draws: bool = setting(False, "sampler", "score the reconstruction at each step "
                                    "with a draw of its own, not the one fed back")
+    loss_steps: str = setting("mean", "loss", "how the reconstruction term weighs the unrolled "
+                              "steps: mean (every step alike, the authors'), linear (step t "
+                              "by t), last (the last step only); the KL is summed over every "
+                              "step in all three", choices=LOSS_STEPS)
     loss_ref_dim: float | None = setting(None, "loss", "scale the loss by DIM / D, D the "
                                          "input's size (the authors: 256)", rule="positive",
                                          metavar="DIM", shown="none: unscaled")
@@ -195,6 +200,8 @@ class TrainConfig:
                                               and 0 < self.sigma_init < 30)):
             raise ValueError(f"sigma_init must be 'data' or a number in (0, 30), "
                              f"got {self.sigma_init!r}")
+        if self.loss_steps not in LOSS_STEPS:
+            raise ValueError(f"loss_steps must be one of {LOSS_STEPS}, got {self.loss_steps!r}")
         if self.width_rule not in WIDTH_RULES:
             raise ValueError(f"width_rule must be one of {WIDTH_RULES}, got {self.width_rule!r}")
         if self.loss_ref_dim is not None and not self.loss_ref_dim > 0:

@@ -39,7 +39,7 @@ from neurons.poisson import poisson_kl
 from neurons.relaxed import DEFAULT_WIDTH
 from neurons.snntorch import PoissonLatent
 from neurons.torch_step import spikes, step_backward, step_forward
-from train.config import DECODERS, KL_FORMS
+from train.config import DECODERS, KL_FORMS, LOSS_STEPS
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -168,7 +168,8 @@ class IPVAEModel(nn.Module):
     # --- inference --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, steps: int, noise=None, beta: float = 1.0,
                 kl_form: str = "exact", keep_trajectory: bool = False,
-                fused: bool = True, r2_steps: str = "all", loss_noise=None) -> dict:
+                fused: bool = True, r2_steps: str = "all", loss_noise=None,
+                loss_steps: str = "mean") -> dict:
         """Unroll ``steps`` inference steps on x (N, D).
 
         noise : per spiking event t = 0 … steps (steps + 1 events): at temperature 0
@@ -187,7 +188,10 @@ class IPVAEModel(nn.Module):
             authors' separate draws; ``r2`` then describes the loss draws, ``zeros``
             and the trajectory the feedback draws).
             Runs the step-by-step composition (not the fused unroll).
-        Returns a dict: ``loss`` scalar (mean over steps and inputs of NLL + β·KL),
+        loss_steps : the weights a_t of the steps' NLL in the loss (``step_weights``):
+            "mean" (all 1), "linear" (∝ t + 1) or "last" (the last step only); they
+            average to 1, and the KL keeps weight 1 at every step.
+        Returns a dict: ``loss`` scalar (mean over steps and inputs of a_t·NLL + β·KL),
         ``nll``, ``kl`` (steps,) per-step means (nats per input), ``r2`` (steps+1, N)
         (or (1, N) with ``r2_steps="last"``) R² of dec(z_t) per input, ``zeros``
         (steps+1, N) fraction of counts < 0.5,
@@ -202,6 +206,7 @@ class IPVAEModel(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         if r2_steps not in ("all", "last"):
             raise ValueError(f"r2_steps must be 'all' or 'last', got {r2_steps!r}")
+        weights = step_weights(loss_steps, steps, x.dtype)
         n = x.shape[0]
         lat = self.latent
         nonlinear = self.decoder_kind != "linear"
@@ -233,7 +238,7 @@ class IPVAEModel(nn.Module):
             cfg = dict(steps=steps, event=source, beta=float(beta), temperature=lat.temperature,
                        tail=lat.tail and not (isinstance(noise, tuple) and noise[1] is None),
                        clamp_u=lat.clamp_u, clamp_du=lat.clamp_du, kl_form=kl_form,
-                       r2_all=r2_steps == "all")
+                       r2_all=r2_steps == "all", weights=weights)
             loss, nll_t, kl_t, sq, z_all, u_all = _LinearUnroll.apply(
                 x, self.decoder.phi, log_sigma, lat.eta, lat.bias, lat.u0, cfg)
             out = dict(loss=loss, nll=nll_t.mean(1), kl=kl_t.mean(1), r2=1.0 - sq / x_ss,
@@ -287,7 +292,7 @@ class IPVAEModel(nn.Module):
             zs.append(z)
         nll_t = torch.stack(nll)          # (steps, N)
         kl_t = torch.stack(kl)
-        loss = (nll_t + beta * kl_t).mean()
+        loss = (nll_t * weights.unsqueeze(1) + beta * kl_t).mean()
         with torch.no_grad():
             z_all = torch.stack([z.detach() for z in zs])
             u_all = torch.stack([u.detach() for u in us])
@@ -331,6 +336,24 @@ class IPVAEModel(nn.Module):
             m.latent.log_eta.fill_(net.log_eta)
             m.latent.u0.copy_(torch.as_tensor(net.u0))
         return m
+
+
+def step_weights(loss_steps: str, steps: int, dtype=torch.float32) -> torch.Tensor:
+    """(steps,) weights a_t of each unrolled step's reconstruction term, averaging to 1.
+
+    "mean": all 1 (the authors'); "linear": ∝ t + 1, so later steps count more; "last":
+    ``steps`` on the last step and 0 before it.
+    """
+    if loss_steps not in LOSS_STEPS:
+        raise ValueError(f"loss_steps must be one of {LOSS_STEPS}, got {loss_steps!r}")
+    if loss_steps == "mean":
+        return torch.ones(steps, dtype=dtype)
+    if loss_steps == "linear":
+        a = torch.arange(1, steps + 1, dtype=torch.float64)
+    else:
+        a = torch.zeros(steps, dtype=torch.float64)
+        a[-1] = 1.0
+    return (a * (steps / a.sum())).to(dtype)
 
 
 class _LinearUnroll(torch.autograd.Function):
@@ -385,7 +408,8 @@ class _LinearUnroll(torch.autograd.Function):
         kl = torch.stack(kl)
         # ‖x − Φz_t‖²/σ² = xx − 2 z_t·c + z_t·z_t M = xx − z_t·(c + fb_t), t = 1 … T
         nll = (xx - (z_all[1:] * (fb_all[1:] + drive)).sum(2)).add_(nll_const).mul_(0.5)
-        loss = (nll + beta * kl).mean()
+        a = cfg["weights"]                                 # (T,) NLL weights, mean 1
+        loss = (nll * a.unsqueeze(1) + beta * kl).mean()
         with torch.no_grad():                              # unweighted ‖x − Φ z_t‖²
             if cfg["r2_all"]:                              # every t: one (K,K) product
                 zp = (z_all.reshape(-1, k) @ (phi.T @ phi)).reshape(z_all.shape)
@@ -393,7 +417,7 @@ class _LinearUnroll(torch.autograd.Function):
             else:                                          # the last t only
                 d = x - z_all[-1] @ phi.T
                 sq = (d * d).sum(1).unsqueeze(0)
-        ctx.cfg = dict(steps=steps, beta=beta, n=n)
+        ctx.cfg = dict(steps=steps, beta=beta, n=n, weights=[float(v) for v in a])
         ctx.saved_steps = saved
         ctx.dz0 = dz0
         ctx.save_for_backward(x, phi, inv_var, gram, z_all, fb_all)
@@ -410,14 +434,15 @@ class _LinearUnroll(torch.autograd.Function):
                                "run the forward again (or use fused=False with retain_graph)")
         w = g_loss / (steps * n)                 # d loss / d (each input's per-step loss)
         wf = float(w)
+        a = ctx.cfg["weights"]                   # NLL_t weighs wf·a[t]; the KL wf·β
         g_fb_all = torch.zeros_like(fb_all)      # dL/d fb_t (t = T stays 0)
         g_u = g_eta = g_bias = None
         for t in range(steps, -1, -1):
             if t == steps:                                            # NLL_{T−1} only
-                g_z = fb_all[t] * (-wf)
+                g_z = fb_all[t] * (-wf * a[t - 1])
             else:                                # NLL_{t−1} (t ≥ 1) and fb_t = c − z_t M
-                g_z = torch.addmm(fb_all[t], g_fb_all[t], gram, beta=-wf if t >= 1 else 0.0,
-                                  alpha=-1.0)
+                g_z = torch.addmm(fb_all[t], g_fb_all[t], gram,
+                                  beta=-wf * a[t - 1] if t >= 1 else 0.0, alpha=-1.0)
             if t == 0:                                                # z_0 = spikes(u_0)
                 if dz0 is not None:
                     g_u = g_u.addcmul(g_z, dz0)
@@ -426,10 +451,12 @@ class _LinearUnroll(torch.autograd.Function):
             g_fb_all[t - 1] = g_fb
             g_eta = ge if g_eta is None else g_eta + ge
             g_bias = gb if g_bias is None else g_bias + gb
-        # M: Σ_t z_tᵀ (½ w z_t [t ≥ 1] − g_fb_t);  c: Σ_t g_fb_t − w Σ_{t≥1} z_t;  xx: ½ w T
-        g_drive = g_fb_all[:steps].sum(0).sub_(z_all[1:].sum(0), alpha=wf)
+        # M: Σ_t z_tᵀ (½ w a_{t−1} z_t [t ≥ 1] − g_fb_t);  c: Σ_t g_fb_t − w Σ_{t≥1} a_{t−1} z_t;
+        # xx: ½ w Σ a = ½ w T
+        az = z_all[1:] * torch.as_tensor(a, dtype=z_all.dtype).view(-1, 1, 1)
+        g_drive = g_fb_all[:steps].sum(0).sub_(az.sum(0), alpha=wf)
         h = g_fb_all.neg_()
-        h[1:].add_(z_all[1:], alpha=0.5 * wf)
+        h[1:].add_(az, alpha=0.5 * wf)
         k = phi.shape[1]
         g_gram = z_all.reshape(-1, k).T @ h.reshape(-1, k)
         g_gram = g_gram + g_gram.T                                    # M symmetric

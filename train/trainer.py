@@ -289,7 +289,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
             loss_noise = (training_noise(cfg.seed, epoch, idx, cfg.latents, width, stream=1)
                           if cfg.separate_draws else None)
             res = net_model(x_all[idx], cfg.t_train, noise, beta=s["beta"], kl_form=cfg.kl_form,
-                            r2_steps="last", loss_noise=loss_noise)
+                            r2_steps="last", loss_noise=loss_noise, loss_steps=cfg.loss_steps)
             opt.zero_grad(set_to_none=True)
             (res["loss"] * loss_scale if loss_scale != 1.0 else res["loss"]).backward()
             if it < cfg.sigma_warmup * total_iters():
