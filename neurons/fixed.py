@@ -1,10 +1,12 @@
 """The fixed-point latent step (the Loihi path, design §2.4): integers only.
 
-One module, called by both the integer emulator (``hardware.emulator``, through
-the reference's row loop) and the Lava ``fixed_pt`` ProcessModel, so the two
-agree bit for bit by construction.  Quantization (building the integers and
-lookup tables from a float network) lives in ``hardware.quantize``; nothing
-here uses floating point.
+One module, called by both the integer emulator (``hardware.emulator``) and the
+Lava ``fixed_pt`` ProcessModel, so the two agree bit for bit.  ``neurons/_fixed.c``
+computes the counts, and for the emulator the whole step (``FixedLatent.step``),
+with the same integers as the numpy code here (which runs where it is not built;
+``tests/test_fixed_point.py`` holds the two equal).  Quantization (building the
+integers and lookup tables from a float network) lives in ``hardware.quantize``;
+nothing here uses floating point.
 
 Number formats (``Q.f`` = integer with f fractional bits):
 
@@ -63,8 +65,9 @@ except ImportError:  # built without a C compiler: numpy computes the same integ
     _fixed = None
 if _fixed is not None and _fixed.constants() != (U_FRAC, R_FRAC, P_FRAC, LUT_STEP_BITS, EXP_LO,
                                                  EXP_HI, SPLIT_RATE, SUBDRAW_STRIDE,
-                                                 ICDF_TERMS):
-    _fixed = None  # a stale build: its formats are not these
+                                                 ICDF_TERMS, ETA_FRAC, SOFTPLUS_LO, SOFTPLUS_HI,
+                                                 int(_recipe.U_FLOOR), STATE_BITS):
+    _fixed = None  # a stale build: its formats (or its functions) are not these
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -146,7 +149,7 @@ def _icdf_part(V: np.ndarray, R: np.ndarray, negexp_lut: np.ndarray) -> np.ndarr
 
 
 def compiled() -> bool:
-    """True when the compiled counts (``neurons/_fixed.c``) are in use."""
+    """True when the compiled counts and fused step (``neurons/_fixed.c``) are in use."""
     return _fixed is not None
 
 
@@ -308,6 +311,28 @@ def self_current(self_weights: np.ndarray, self_exp: int, z: np.ndarray) -> np.n
     return acc << self_exp if self_exp > 0 else acc >> -self_exp
 
 
+@dataclass(frozen=True, eq=False)
+class EventDense:
+    """A Lava fixed_pt Dense laid out for :meth:`FixedLatent.step`'s event-driven sums.
+
+    rows : (pre, post) int16 C-contiguous (a presynaptic neuron's weights contiguous);
+    exp : the Dense's weight exponent; max_abs : max |weight| (bounds the partial sums).
+    """
+
+    rows: np.ndarray
+    exp: int
+    max_abs: int
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray, weight_exp: int) -> "EventDense | None":
+        """From Lava's (post, pre) integer weights; None when they do not fit int16."""
+        w = np.asarray(weights)
+        max_abs = int(np.abs(w.astype(np.int64)).max(initial=0))
+        if max_abs > np.iinfo(np.int16).max:
+            return None
+        return cls(np.ascontiguousarray(w.T, dtype=np.int16), int(weight_exp), max_abs)
+
+
 @dataclass(eq=False)
 class FixedLatent:
     """The integer parameters of K latent neurons and their step (Q formats above).
@@ -353,3 +378,22 @@ class FixedLatent:
         current = drive + feedback + self_current(self.self_weights, self.self_exp, z)
         return membrane(U, current, self.eta, self.bias, self.clamp_u, self.clamp_du,
                         self.softplus_lut)
+
+    def step(self, U, keys, t: int, first, drive, dense: EventDense, U_next, z, R, nnz, rate_sum,
+             saturation) -> None:
+        """:meth:`fire`, :func:`dense_t` and :meth:`integrate` of n rows in one compiled pass
+        per row (``neurons/_fixed.c``, only where :func:`compiled`): the same integers.
+
+        U (n, K) int64 Q.12; keys (n,) uint64; first : explicit uniforms (n, K) int64 or None;
+        drive (n, K) int64 Q.12; dense : the recurrent weights.  Written: U_next (n, K), z
+        (n, K) the counts as sent, R (n, K) Q.20 rates, nnz (n,) nonzero counts per row,
+        rate_sum (n,) Σ_k R per row (all int64, C-contiguous); saturation (2,) int64 += the
+        saturated counts and currents.  The Dense sums the weights of the nonzero counts
+        only (K multiply-adds each); OverflowError where :func:`dense` raises it.
+        """
+        if _fixed is None:
+            raise RuntimeError("neurons._fixed is not built: take fire, dense_t and integrate")
+        _fixed.step(U, U_next, z, R, nnz, rate_sum, keys, first, drive, dense.rows,
+                    self.self_weights, self.bias, self.exp_lut, self.negexp_lut,
+                    self.softplus_lut, saturation, int(t), dense.exp, self.self_exp,
+                    dense.max_abs, self.eta, self.clamp_u, self.clamp_du, self.count_bits)

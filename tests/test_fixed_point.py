@@ -336,3 +336,59 @@ def test_compiled_counts_equal_numpy():
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
             assert want[0].max() > 1000 and (want[0] == 0).any()
+
+
+def _step_numpy(lat, U, keys, t, first, drive, weights, weight_exp):
+    """fire, dense and integrate in numpy alone (``counts_numpy``): counts, rates, U_{t+1} and
+    the saturated counts and currents."""
+    z, R = fixed.counts_numpy(U, keys, t, lat.exp_lut, lat.negexp_lut, first)
+    z, clipped = fixed.saturate(z, 0, (1 << lat.count_bits) - 1)
+    U_next, currents = lat.integrate(U, fixed.dense(weights, weight_exp, z), drive, z)
+    return z, R, U_next, (clipped, currents)
+
+
+def test_compiled_step_equals_fire_dense_integrate():
+    """FixedLatent.step (neurons/_fixed.c, one pass per row) computes numpy's fire, dense and
+    integrate exactly: a quiet row, rows whose Dense sums need 64 bits (Σ|z|·max|w| ≥ 2^31)
+    beside rows summed in 32 bits, saturated counts and currents, a row without a spike;
+    seeded and explicit uniforms; OverflowError where dense raises it."""
+    require("neurons._fixed")
+    rng = np.random.default_rng(3)
+    n, k, q12 = 5, 96, 4096
+    lat = fixed.FixedLatent(u0=np.zeros(k, dtype=np.int64), bias=rng.integers(-q12, q12, k),
+                            eta=3 * q12 // 4, clamp_u=8 * q12, clamp_du=7 * q12,
+                            self_weights=rng.integers(-256, 0, k), self_exp=-2, count_bits=14,
+                            **build_luts())
+    U = rng.integers(-6 * q12, q12, (n, k))
+    U[1, 10:15] = 10 * q12                     # five counts near e^10, saturated at 2^14 − 1
+    U[2, 3:] = rng.integers(-9 * q12, 11 * q12, k - 3)
+    U[:, :3] = -9 * q12                        # silent presynaptic neurons, in every row
+    U[4] = -8 * q12                            # (almost surely) no spike at all
+    drive = rng.integers(-2 ** 20, 2 ** 20, (n, k))
+    drive[3] = np.where(np.arange(k) % 2, 2 ** 23 - 1, -2 ** 23)   # currents saturate
+    weights = rng.integers(-100, 101, (k, k))
+    np.fill_diagonal(weights, 0)
+    weights[5, 1] = 32767                      # max |w| from a silent neuron: 64-bit rows
+    keys = fixed.stream_keys(4, np.arange(n) + 9)
+    dense = fixed.EventDense.from_weights(weights, -5)
+    for first in (None, rng.integers(0, 2 ** 32, (n, k))):
+        z, R, U_next, (counts_sat, currents_sat) = _step_numpy(lat, U, keys, 6, first, drive,
+                                                               weights, -5)
+        assert (z[:, :3] == 0).all() and (z[4] == 0).all() and counts_sat > 0 < currents_sat
+        wide = z.sum(axis=1) * dense.max_abs >= 2 ** 31
+        assert wide.any() and not wide.all()
+        got = [np.empty((n, k), dtype=np.int64) for _ in range(3)]
+        nnz, rate_sum = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        sat = np.array([5, 7])
+        lat.step(U, keys, 6, first, drive, dense, *got, nnz, rate_sum, sat)
+        for name, a, b in zip(("U_next", "z", "R"), got, (U_next, z, R)):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        np.testing.assert_array_equal(nnz, np.count_nonzero(z, axis=1))
+        np.testing.assert_array_equal(rate_sum, R.sum(axis=1))
+        np.testing.assert_array_equal(sat, [5 + counts_sat, 7 + currents_sat])
+    weights[5, 10:15] = 32767                  # the e^10 counts: a sum beyond int32
+    with pytest.raises(OverflowError, match="int32"):
+        _step_numpy(lat, U, keys, 6, None, drive, weights, -5)
+    with pytest.raises(OverflowError, match="int32"):
+        lat.step(U, keys, 6, None, drive, fixed.EventDense.from_weights(weights, -5),
+                 *got, nnz, rate_sum, sat)
