@@ -141,14 +141,15 @@ def readout_matrix(net) -> np.ndarray:
 class FloatKernels:
     """The float64 arithmetic of one row block: the shared uniforms, ``neurons.kernels``.
 
-    With the compiled kernels the block runs :meth:`run_rows`, one fused kernel call per
-    step (``neurons.kernels.step``).  Without them, the generic row loop
+    With the compiled kernels (``fused``) the block runs :meth:`run_rows`, one fused kernel
+    call per step (``neurons.kernels.step``).  Without them, the generic row loop
     (:func:`_run_rows`) asks a kernel set for: ``blocks(steps)`` (an iterator of blocks
     of per-step noise, any objects its ``fire`` takes), ``start(u)`` (u ← u₀),
     ``fire(u, noise_t, rate, z)`` (counts and rates into float64 arrays; returns the
     number of nonzero counts) and ``integrate(u, z, residual, u_next)`` (the membrane
     step, given the read-out residual x − Φz).  The integer emulator
-    (``hardware.emulator``) is another such kernel set.
+    (``hardware.emulator``) is another such kernel set.  A kernel set whose ``fused`` is
+    true runs its block itself instead: ``run_rows(phi_t, x, steps, rec, rows, bar)``.
 
     Feedback (design §2.3): a row whose nonzero counts are at most ``SPARSE_RECURRENT``
     of K takes the folded, event-driven form (the drive Φᵀx/σ², once per input, plus
@@ -174,6 +175,7 @@ class FloatKernels:
                 kernels.readout(np.ascontiguousarray(x), phi, self.xphi)
                 self.xsq = np.einsum("nd,nd->n", x, x)
         self.paths = {"event-driven": 0, "dense": 0}  # row-steps that took each path
+        self.fused = kernels.compiled()
         self._fired = 0
         self._error = self._feedback = None
 
@@ -294,7 +296,7 @@ def run_loop(net, x, steps, make_kernels, *, record, rate_metrics, progress, thr
         def run_rows(lo, hi):
             rows = slice(lo, hi)
             kern = make_kernels(lo, hi)
-            if isinstance(kern, FloatKernels) and kernels.compiled():
+            if kern.fused:
                 kern.run_rows(phi_t, x[rows], steps, rec, rows, bar if lo == 0 else None)
             else:
                 _run_rows(kern, phi_t, x[rows], steps, rec, rows, bar if lo == 0 else None)

@@ -12,7 +12,7 @@ from scipy import stats
 
 from hardware.quantize import (build_luts, load_quantized, quantize, quantize_matrix,
                                save_quantized)
-from networks import IPVAENetwork, load_network, planted_network, simulate
+from networks import IPVAENetwork, load_network, planted_network, reference, simulate
 from neurons import fixed
 
 TRAINED = Path(__file__).parent / "data" / "trained_digits_k64.npz"
@@ -392,3 +392,45 @@ def test_compiled_step_equals_fire_dense_integrate():
     with pytest.raises(OverflowError, match="int32"):
         lat.step(U, keys, 6, None, drive, fixed.EventDense.from_weights(weights, -5),
                  *got, nnz, rate_sum, sat)
+
+
+@pytest.mark.parametrize("explicit_noise", [False, True])
+def test_emulator_compiled_equals_numpy_path(planted32, monkeypatch, explicit_noise):
+    """The emulator's compiled step (hardware.emulator.IntegerKernels.run_rows) and its numpy
+    path (neurons.fixed without neurons/_fixed.c) give the same trace bit for bit: counts,
+    potentials, saturation counts, read-outs and metrics.  From u0 = −1 the share of nonzero
+    counts falls through 20% (SPARSE_READOUT, SPARSE_DENSE); 7 inputs in one row block or in
+    blocks of 4 and 3, 83 steps in noise blocks of 8 and read-out chunks of METRIC_ROWS // rows
+    steps (neither divides 83); one input far out of range saturates inputs, a 7-bit payload
+    saturates counts."""
+    require("neurons._fixed")
+    from dataclasses import replace
+
+    from hardware import emulator
+
+    net, x, _ = planted32
+    q = replace(quantize(net, count_bits=7), u0=np.full(net.n_latents, -4096, dtype=np.int64))
+    x = x[:7].copy()
+    x[6] *= -3000
+    steps = 83
+    noise = np.random.default_rng(8).random((steps, 7, net.n_latents)) if explicit_noise else None
+
+    def run(threads):
+        return simulate(net, x, steps, backend="fixed", quantized=q, seed=5, offset=3,
+                        noise=noise, block=8, threads=threads, record=range(0, steps, 3),
+                        rate_metrics=True)
+
+    compiled = {threads: run(threads) for threads in (1, 2)}
+    monkeypatch.setattr(fixed, "_fixed", None)
+    assert not fixed.compiled()
+    for threads, c in compiled.items():
+        p = run(threads)
+        share = (c.spikes > 0).mean(axis=(1, 2))
+        assert share.max() > reference.SPARSE_READOUT > share.min()
+        assert steps % 8 and all(steps % (emulator.METRIC_ROWS // rows) for rows in (7, 4, 3))
+        sat = c.info["saturation"]
+        assert sat["counts"] > 0 and sat["inputs"] > 0 and sat == p.info["saturation"]
+        for name in ("spikes", "u", "recon", "step_mse", "step_zeros", "step_rate",
+                     "step_rate_mse"):
+            np.testing.assert_array_equal(getattr(c, name), getattr(p, name),
+                                          err_msg=f"{name}, {threads} threads")
