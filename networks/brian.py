@@ -17,7 +17,11 @@ keyed (seed, offset + n) (``networks.noise``, design §2.2) or the explicit
 ``noise[:, n]``.  Runtime targets keep them in a ring of one block of steps
 (``BLOCK_VALUES``), read by the firing code as ``ipvae_noise(step mod B, i)``
 and refilled, drawn in order from the streams, by a ``NetworkOperation`` at the
-start of every block; cpp_standalone writes them all into a 2-D ``TimedArray``.
+start of every block.  The cpp_standalone program computes each one where it is
+used, ``ipvae_noise(step, i)``, from its stream's counter with the Philox code of
+``neurons/_philox.h`` (:func:`neurons.brian.keyed_noise_function`; seed and
+offset are compiled in), so neither Python nor the program holds a table of
+N·T·K uniforms; only an explicit ``noise=`` goes in as a 2-D ``TimedArray``.
 Independent noise (``independent_noise=True``): Brian2's own ``rand()``,
 seeded per chunk of inputs from (seed, offset + first input of the chunk).
 
@@ -27,8 +31,9 @@ at the end of every step, after the integration (u_{t+1}); u_0 = u₀.  On the
 runtime targets the same block operation moves the monitors' records into a
 ``TraceRecorder`` (which keeps the recorded steps and the per-step metrics
 only) and empties them, so a run holds one block of noise and one of records:
-memory follows ``record=``, not T or N (design §4.2).  cpp_standalone keeps
-every step (the program writes its monitors to disk) and the full noise table.
+memory follows ``record=``, not T or N (design §4.2).  cpp_standalone still
+keeps every step in its monitors (the program writes them to disk and Python
+reads them back), but no noise table.
 
 Code generation: ``target="numpy" | "cython" | "cpp_standalone"``.  Cython
 (default) falls back to numpy with a warning when no C compiler works.  The
@@ -40,7 +45,11 @@ Faults clean up (design §4.2): SIGTERM and SIGHUP become exceptions during a
 run; an interrupted run ends the compilers it started and removes its build
 folder, and before the signal ends the process, Brian2's own files (its debug
 log, the copy of the main script, the redirected compiler output), which
-Brian2 would remove at interpreter exit.
+Brian2 would remove at interpreter exit.  make and the compiled program each run
+under a watchdog process (:func:`_supervise`, with the Lava child's watchdog) in
+a process group of their own: if this process dies without its clean-up
+(SIGKILL), the watchdog kills the group (make, its compilers, the program) and
+removes the build folder.  Brian2's own files then stay in the temporary folder.
 """
 from __future__ import annotations
 
@@ -51,6 +60,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -161,48 +171,59 @@ Brian2 ``run`` per chunk (a run costs code-object set-up and a garbage collectio
 independent noise is seeded per chunk."""
 
 
-def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_values=None,
-          drive_values=None, noise_rows=None):
+def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_rows=None,
+          standalone=False, drive_values=None, noise_values=None, seed=0, offset=0):
     """The Brian2 objects of one network running ``n_inputs`` inputs of ``steps`` steps each.
 
-    ``noise``: "table" (runtime targets; ``noise_table`` (noise_rows, K), a ring
+    ``noise``: "table" (runtime targets: ``noise_table`` (noise_rows, K), a ring
     indexed by the network's step modulo ``noise_rows`` (default n_inputs·steps),
-    and ``drive_table`` (n_inputs, K) are written in place while running),
-    "timed" (cpp_standalone: ``TimedArray`` tables holding ``noise_values``
-    (n_inputs·steps, K) and ``drive_values`` (n_inputs, K)) or "own" (Brian2's ``rand()``).
+    written in place while running), "keyed" (cpp_standalone: the uniforms of the
+    streams keyed (``seed``, ``offset`` + input) computed in the C++ program,
+    :func:`neurons.brian.keyed_noise_function`; no table), "timed" (cpp_standalone
+    with explicit noise: a ``TimedArray`` holding ``noise_values`` (n_inputs·steps, K))
+    or "own" (Brian2's ``rand()``).  ``standalone``: the drive is a ``TimedArray`` of
+    ``drive_values`` (n_inputs, K) and the weights go through the device; otherwise
+    ``drive_table`` (n_inputs, K) is written in place between runs.
 
     Returns a dict with ``network``, ``latents``, ``synapses``,
-    ``noise_table``, ``drive_table``, ``u_monitor`` (u at the end of every
-    step, i.e. u_{t+1}), ``z_monitor`` (count events) and ``dt``.
+    ``noise_table`` (None unless "table" or "timed"), ``drive_table``, ``u_monitor`` (u at
+    the end of every step, i.e. u_{t+1}), ``z_monitor`` (count events) and ``dt``.
     """
-    from neurons.brian import FEEDBACK_ON_PRE, FEEDBACK_SYNAPSE, latent_group, table_function
+    from neurons.brian import (FEEDBACK_ON_PRE, FEEDBACK_SYNAPSE, keyed_noise_function,
+                               latent_group, table_function)
 
     b2 = brian2
     dt = dt if dt is not None else 1 * b2.ms
     k = net.n_latents
     gc.collect()  # fixed object names (so compiled code is reused) need old objects gone
     noise_rows = int(noise_rows or max(steps, 1) * n_inputs)
-    if noise == "timed":
+    if (noise in ("keyed", "timed")) != standalone and noise != "own":
+        raise ValueError(f"noise={noise!r} does not go with standalone={standalone}")
+    noise_table = None
+    if standalone:
+        drive_table = drive_values
         functions = dict(ipvae_drive=b2.TimedArray(drive_values, dt=steps * dt,
                                                    name="ipvae_drive"))
-        if noise_values is not None:
+        if noise == "timed":
+            noise_table = noise_values
             functions["ipvae_noise"] = b2.TimedArray(noise_values, dt=dt, name="ipvae_noise")
-        noise_table, drive_table = noise_values, drive_values
+        elif noise == "keyed":
+            functions["ipvae_noise"] = keyed_noise_function(seed, offset, steps, k)
     else:
         drive_table = np.zeros((n_inputs, k))
         functions = dict(ipvae_drive=table_function("ipvae_drive", drive_table))
-        noise_table = None
         if noise == "table":
             noise_table = np.zeros((noise_rows, k))
             functions["ipvae_noise"] = table_function("ipvae_noise", noise_table)
     latents = latent_group(k, net.u0, net.bias, eta=net.eta, clamp_u=net.clamp_u,
                            clamp_du=net.clamp_du, steps=steps, noise=noise,
-                           functions=functions, dt=dt, noise_rows=noise_rows)
+                           functions=functions, dt=dt, noise_rows=noise_rows,
+                           standalone=standalone)
     syn = b2.Synapses(latents, latents, FEEDBACK_SYNAPSE, on_pre=FEEDBACK_ON_PRE,
                       dt=dt, name="feedback")
     syn.connect()  # all to all, pre-major: synapse i·K + j runs from i to j
     w = net.recurrent_weights()  # W[post, pre]
-    if noise == "timed":  # cpp_standalone: values go to the project through the device
+    if standalone:  # cpp_standalone: values go to the project through the device
         syn.w[:] = w.T.reshape(-1)
     else:  # runtime: straight into Brian2's array, (pre, post) order, no K² temporary
         syn.variables["w"].get_value().reshape(k, k)[:] = w.T
@@ -442,16 +463,12 @@ def _run_standalone(b2, net, drive, steps, seed, offset, noise, independent, dt_
         b2.set_device("cpp_standalone", directory=workdir, build_on_run=False)
         b2.prefs.devices.cpp_standalone.openmp_threads = 0
         values = None
-        if not independent:  # all inputs' noise one after another in time: (N*T, K)
-            values = np.empty((n * steps, k))
-            for i in range(n):
-                rows = values[i * steps:(i + 1) * steps]
-                if noise is not None:
-                    rows[:] = noise[:, i]
-                else:
-                    sample_stream(seed, offset + i).random(out=rows)
-        objs = build(b2, net, steps, n, noise="own" if independent else "timed",
-                     dt=dt_ms * b2.ms, noise_values=values, drive_values=drive)
+        if noise is not None and not independent:  # the caller's ξ, inputs one after another
+            values = np.ascontiguousarray(noise.transpose(1, 0, 2)).reshape(n * steps, k)
+        mode = "own" if independent else "keyed" if noise is None else "timed"
+        objs = build(b2, net, steps, n, noise=mode, dt=dt_ms * b2.ms, standalone=True,
+                     noise_values=values, drive_values=drive, seed=seed, offset=offset)
+        del values
         network, latents, dt = objs["network"], objs["latents"], objs["dt"]
         if independent:
             b2.seed(_sample_seed(seed, offset))
@@ -464,8 +481,9 @@ def _run_standalone(b2, net, drive, steps, seed, offset, noise, independent, dt_
                 b2.device.build(directory=workdir, compile=False, run=False,
                                 with_output=False)  # writes the project, tests compiler flags
                 _compile(b2, workdir)
-                b2.device.run(directory=workdir, results_directory="results",
-                              with_output=False)
+                with _program_supervised(b2, workdir):
+                    b2.device.run(directory=workdir, results_directory="results",
+                                  with_output=False)
             total = time.perf_counter() - t0
             bar.update(n * steps)
         _collect(objs, n, steps, k, spikes, u, net.u0)
@@ -487,12 +505,15 @@ def _compile(b2, workdir):
     SIGTERM would wait for every g++ job to finish.  Here Python waits, so an
     exception (Ctrl-C, or SIGTERM/SIGHUP under ``signals_as_exceptions``) kills
     make and its compilers at once.  Their output goes to ``workdir/make.log``.
+    make runs under :func:`_supervise` (the group's leader), which kills the group
+    if this process dies without its clean-up (SIGKILL).
     """
     prefs = b2.prefs.devices.cpp_standalone
     log = Path(workdir) / "make.log"
+    make = [*shlex.split(prefs.make_cmd_unix), *prefs.extra_make_args_unix]
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*shlex.split(prefs.make_cmd_unix), *prefs.extra_make_args_unix],
-                                cwd=workdir, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(_supervised(make, workdir), cwd=workdir,
+                                stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = proc.wait()
@@ -505,6 +526,75 @@ def _compile(b2, workdir):
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"compilation failed (make exited with {code}): "
                            + " | ".join(tail))
+
+
+_SUPERVISOR = ("import sys; sys.path.insert(0, sys.argv[1]); "
+               "from networks.brian import _supervise; sys.exit(_supervise(sys.argv[2:]))")
+
+
+def _supervised(command: list[str], workdir) -> list[str]:
+    """The command line running ``command`` under :func:`_supervise` for this process."""
+    return [sys.executable, "-c", _SUPERVISOR, str(REPO_ROOT), str(os.getpid()), str(workdir),
+            "--", *command]
+
+
+def _supervise(argv: list[str]) -> int:
+    """Watchdog around one command of a cpp_standalone run (make, or the compiled program).
+
+    ``argv`` is PARENT DIR -- COMMAND...: PARENT the pid of the Python process running
+    the simulation, DIR its build folder.  Runs in a process group of its own (made
+    here unless it already leads one), starts COMMAND as its child and returns its exit
+    status (128 + signal number if a signal ended it).  The child gets SIGKILL when
+    this process dies (Linux ``PR_SET_PDEATHSIG``).  When PARENT dies first (SIGKILL,
+    which no clean-up of its own survives), the watchdog the Lava child uses
+    (``networks.lava_child._watch_parent``, polling every 0.5 s) removes DIR and kills
+    this process group: make, every compiler it started, or the program, and this
+    process.  Files a compiler writes while DIR is being removed may stay (the group is
+    killed right after); nothing of the group keeps running.
+    """
+    if len(argv) < 4 or argv[2] != "--":
+        print("usage: _supervise PARENT DIR -- COMMAND...", file=sys.stderr)
+        return 2
+    parent, directory, command = int(argv[0]), argv[1], argv[3:]
+    if os.getpgid(0) != os.getpid():
+        os.setsid()  # the watchdog kills its own group: never the caller's
+    if os.getppid() != parent:  # the run ended before we started
+        shutil.rmtree(directory, ignore_errors=True)
+        return 1
+    preexec = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        prctl, me = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+        def preexec():  # in the child, before exec: SIGKILL when this process dies
+            prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+            if os.getppid() != me:
+                os._exit(1)
+
+    try:
+        child = subprocess.Popen(command, preexec_fn=preexec)
+    except OSError as err:  # one line for the caller's log (make.log, the program's stdout)
+        print(f"cannot run {command[0]}: {err.strerror}", file=sys.stderr)
+        return 127
+    from networks.lava_child import _watch_parent
+
+    _watch_parent(parent, directory)
+    code = child.wait()
+    return 128 - code if code < 0 else code
+
+
+@contextlib.contextmanager
+def _program_supervised(b2, workdir):
+    """Brian2 runs the compiled program (``./main``) under :func:`_supervise` in the block."""
+    prefs = b2.prefs.devices.cpp_standalone
+    previous = prefs.run_cmd_unix
+    command = [previous] if isinstance(previous, str) else list(previous)
+    prefs.run_cmd_unix = _supervised(command, workdir)
+    try:
+        yield
+    finally:
+        prefs.run_cmd_unix = previous
 
 
 @contextlib.contextmanager

@@ -23,8 +23,10 @@ start      (runtime targets, every B steps: the runner's ``NetworkOperation``
            refills the noise ring and empties the monitors, networks.brian)
            every T steps (a new input): u ← u0, ff ← the input's drive row.
            ``FIRE``: z = poisson_icdf(ξ, exp(u)); ξ from the shared-noise
-           ring ``ipvae_noise(step mod B, i)`` (a 2-D ``TimedArray`` on
-           cpp_standalone), or ``rand()`` in independent-noise mode.
+           ring ``ipvae_noise(step mod B, i)``; on cpp_standalone computed
+           in C++ from the stream's counter (``neurons/_philox.h``), or read
+           from a 2-D ``TimedArray`` holding an explicit ``noise=`` array;
+           or ``rand()`` in independent-noise mode.
 thresholds every neuron with z > 0 emits one Brian2 spike event (``threshold``)
 synapses   the network's ``Synapses`` add w_ij · z_j into ``fb`` of every
            target (event-driven: work ∝ the neurons that fired)
@@ -42,6 +44,8 @@ it).  For a conventional raster with *z events* per step,
 ``SpikeGeneratorGroup`` on a finer clock (see its docstring for the timing).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -64,14 +68,18 @@ the network's step modulo the table's rows, column = neuron): the runner refills
 of steps ahead (networks.brian)."""
 
 NOISE_TIMED = "ipvae_noise(t - t_start, i)"
-"""ξ of this step from a 2-D ``TimedArray`` (used by cpp_standalone)."""
+"""ξ of this step from a 2-D ``TimedArray`` (cpp_standalone with an explicit ``noise=`` array)."""
+
+NOISE_KEYED = "ipvae_noise(timestep(t - t_start, dt), i)"
+"""ξ of this step computed in C++ from its stream's counter (cpp_standalone with the keyed
+streams; :func:`keyed_noise_function`): argument 0 is the step since the run's start."""
 
 NOISE_OWN = "rand()"
 """Brian2's own uniform stream (independent-noise mode)."""
 
 FIRE = "z = ipvae_poisson_icdf({xi}, exp(u))"
 """Firing: the Poisson inverse CDF of this step's uniform at rate exp(u); ``{xi}`` is one
-of :data:`NOISE_TABLE`, :data:`NOISE_TIMED`, :data:`NOISE_OWN`."""
+of :data:`NOISE_TABLE`, :data:`NOISE_KEYED`, :data:`NOISE_TIMED`, :data:`NOISE_OWN`."""
 
 DRIVE_TABLE = "ipvae_drive(timestep(t - t_start, dt) // ipvae_steps, i)"
 DRIVE_TIMED = "ipvae_drive(t - t_start, i)"
@@ -185,8 +193,63 @@ cdef double {name}(long row, long i):
     return f
 
 
+PHILOX_HEADER = Path(__file__).with_name("_philox.h")
+"""The counter-based Philox generator shared with the compiled kernels (design §2.2)."""
+
+
+def keyed_noise_function(seed, offset, steps, n_latents):
+    """``ipvae_noise(step, i)``: the shared uniform ξ of neuron i at a network step, in C++.
+
+    For cpp_standalone runs of N inputs back to back, T = ``steps`` steps each, from
+    network step 0: step s belongs to input n = s // T (data-set index ``offset`` + n) at
+    its step t = s mod T, and ξ is position t·K + i of that input's stream
+    ``Generator(Philox(key=[seed, offset + n]))`` (design §2.2), computed from the
+    stream's counter by ``philox_uniforms`` of ``neurons/_philox.h``, the code the
+    compiled kernels use: the same float64 numbers, bit for bit, and no table of N·T·K
+    uniforms anywhere.  One Philox block yields four consecutive uniforms; the last
+    block is kept (per thread), so neurons i … i + 3 of a step cost one block.
+
+    ``seed``, ``offset``, T and K = ``n_latents`` are compiled into the code as
+    constants (seed and offset + N − 1 in [0, 2**63), checked by ``simulate``).
+    Returns a Brian2 ``Function`` with a ``cpp`` implementation only.
+    """
+    from brian2 import Function
+
+    seed, offset, steps, k = int(seed), int(offset), int(steps), int(n_latents)
+    if not (0 <= seed < 2**63 and 0 <= offset < 2**63 and steps >= 1 and k >= 1):
+        raise ValueError(f"keyed noise needs seed and offset in [0, 2**63) and T, K >= 1, "
+                         f"got {seed}, {offset}, {steps}, {k}")
+    header = PHILOX_HEADER.resolve()
+
+    def ipvae_noise(step, i):
+        raise NotImplementedError("ipvae_noise runs in cpp_standalone code only")
+
+    code = f"""
+static inline double ipvae_noise(const int64_t step, const int64_t i)
+{{
+    /* seed {seed}, offset {offset}, T = {steps} steps per input, K = {k} neurons */
+    const uint64_t pos = ((uint64_t)step % {steps}ULL) * {k}ULL + (uint64_t)i;
+    const uint64_t index = {offset}ULL + (uint64_t)step / {steps}ULL, block = pos / 4;
+    static thread_local uint64_t held_index = ~0ULL, held_block = ~0ULL;
+    static thread_local double held[4];
+    if (index != held_index || block != held_block) {{
+        philox_uniforms({seed}ULL, index, 4 * block, 4, held);
+        held_index = index;
+        held_block = block;
+    }}
+    return held[pos % 4];
+}}
+"""
+    f = Function(ipvae_noise, arg_units=[1, 1], return_unit=1,
+                 arg_types=["integer", "integer"], return_type="float", stateless=True)
+    f.implementations.add_implementation(
+        "cpp", code, name="ipvae_noise",
+        compiler_kwds=dict(headers=[f'"{header.name}"'], include_dirs=[str(header.parent)]))
+    return f
+
+
 def latent_group(n_latents, u0, bias, *, eta, clamp_u, clamp_du, steps, noise="table",
-                 functions=None, dt=None, name="latents", noise_rows=1):
+                 functions=None, dt=None, name="latents", noise_rows=1, standalone=False):
     """The K latent neurons as a Brian2 ``NeuronGroup`` with its firing and integration.
 
     Parameters
@@ -197,12 +260,15 @@ def latent_group(n_latents, u0, bias, *, eta, clamp_u, clamp_du, steps, noise="t
     steps : T, inference steps per input (the group resets u and loads the next
         input's drive every T steps).
     noise : "table" (runtime targets: ``ipvae_noise(row, i)`` from
-        :func:`table_function`, a ring of ``noise_rows`` steps), "timed" (a 2-D
-        ``TimedArray`` ``ipvae_noise``; cpp_standalone) or "own" (Brian2's ``rand()``,
-        independent noise).
+        :func:`table_function`, a ring of ``noise_rows`` steps), "keyed"
+        (cpp_standalone: ``ipvae_noise(step, i)`` from :func:`keyed_noise_function`),
+        "timed" (cpp_standalone with explicit noise: a 2-D ``TimedArray``
+        ``ipvae_noise``) or "own" (Brian2's ``rand()``, independent noise).
     functions : dict of the Brian2 functions ``ipvae_noise`` (unless "own")
         and ``ipvae_drive`` (rows = inputs since ``t_start``, columns = neurons).
     dt : the Brian2 time step standing for one inference step (default 1 ms).
+    standalone : cpp_standalone: ``ipvae_drive`` is a 2-D ``TimedArray`` with one row per
+        input, indexed by time (T steps a row); otherwise a :func:`table_function`.
 
     Returns the ``NeuronGroup``.
     """
@@ -217,8 +283,8 @@ def latent_group(n_latents, u0, bias, *, eta, clamp_u, clamp_du, steps, noise="t
     namespace = dict(ipvae_poisson_icdf=icdf, ipvae_clamp=clamp_fn, eta=float(eta),
                      clamp_u=float(clamp_u), clamp_du=float(clamp_du), ipvae_steps=int(steps),
                      ipvae_noise_rows=int(noise_rows), **(functions or {}))
-    xi = dict(table=NOISE_TABLE, timed=NOISE_TIMED, own=NOISE_OWN)[noise]
-    drive = DRIVE_TIMED if noise == "timed" else DRIVE_TABLE
+    xi = dict(table=NOISE_TABLE, keyed=NOISE_KEYED, timed=NOISE_TIMED, own=NOISE_OWN)[noise]
+    drive = DRIVE_TIMED if standalone else DRIVE_TABLE
     group = NeuronGroup(int(n_latents), LATENT_EQUATIONS, threshold=THRESHOLD, reset=None,
                         method="exact", namespace=namespace, dt=dt, name=name, order=0)
     group.u0 = np.asarray(u0, dtype=np.float64)

@@ -274,6 +274,77 @@ def test_sigterm_during_a_runtime_run_leaves_nothing(tmp_path):
     _sigterm_leaves_nothing(tmp_path, "cython", 10**6, stepping)
 
 
+# A cpp_standalone run whose parent is SIGKILLed; "program" replaces the compiled program by
+# a stand-in that would run for five minutes unless killed.
+SIGKILL_SCRIPT = textwrap.dedent("""
+    import sys
+    import brian2
+    from networks import planted_network, simulate
+    if sys.argv[1] == "program":
+        brian2.prefs.devices.cpp_standalone.run_cmd_unix = ["sh", "-c", "sleep 300", "main"]
+    net, x, _ = planted_network(6, 5, 2, seed=3, n_inputs=1)
+    simulate(net, x, 20, backend="brian2", target="cpp_standalone", record=[])
+""")
+
+
+def _tree_bytes(path: Path) -> int:
+    """Total size of the files under ``path`` (0 when it is gone)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+@pytest.mark.parametrize("stage, names", [("make", ("make", "cc1plus")),
+                                          ("program", ("sleep",))], ids=["make", "program"])
+def test_sigkill_of_the_parent_leaves_no_process(tmp_path, stage, names):
+    """SIGKILL the Python process while make compiles (make and a compiler running), or
+    while the compiled program runs: within 5 s no process of the run is left (make,
+    compilers, program, watchdog; the watchdog polls every 0.5 s), and the build folder
+    no longer grows.  The watchdog removes the folder just before it kills the group, so
+    a file a compiler writes meanwhile can keep it (not seen in practice); Brian2's own
+    files in the temporary folder (its debug log, the script copy) stay: only the
+    interpreter's exit removes them, and SIGKILL skips it."""
+    require("brian2")
+    mark = uuid.uuid4().hex
+    tmpdir = tmp_path / "tmp"  # TMPDIR of the run: the build folder is made here
+    tmpdir.mkdir()
+    script = tmp_path / "run_brian2.py"
+    script.write_text(SIGKILL_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               TMPDIR=str(tmpdir), IPVAE_LAVA_TEST_MARK=mark)
+    proc = subprocess.Popen([sys.executable, str(script), stage], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not all(_running(mark, (name,)) for name in names):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"the Brian2 run did not reach {names}"
+            time.sleep(0.05)
+        builds = list(tmpdir.glob("ipvae-brian2-standalone-*"))
+        assert len(builds) == 1
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while marked_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marked_processes(mark) == []
+        size = _tree_bytes(builds[0])  # 0 once the watchdog has removed it
+        time.sleep(1.0)
+        assert _tree_bytes(builds[0]) == size
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        for pid in marked_processes(mark):  # a failed test leaves no compiler running either
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_runtime_holds_one_block_of_noise_and_records(planted_problem, monkeypatch):
     """Blocks of 7 steps (not dividing T) and chunks of 2 inputs: the noise ring is refilled
     and the monitors emptied across input and chunk boundaries, with the reference's counts
