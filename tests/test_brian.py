@@ -210,6 +210,16 @@ def _running(mark: str, names) -> bool:
     return False
 
 
+
+def _end_run(proc, mark):
+    """End a test's Brian2 run however the test went: no compiler or program left running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    proc.stderr.close()
+    for pid in marked_processes(mark):
+        os.kill(pid, signal.SIGKILL)
+
 def _sigterm_leaves_nothing(tmp_path, target, steps, started):
     """Start a Brian2 run, wait for ``started(mark, tmpdir)``, SIGTERM it: it ends at once, by
     the signal, and leaves no process and no file in its temporary or working folder."""
@@ -240,12 +250,7 @@ def _sigterm_leaves_nothing(tmp_path, target, steps, started):
         assert sorted(p.name for p in tmpdir.iterdir()) == []
         assert sorted(p.name for p in work.iterdir()) == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-        for pid in marked_processes(mark):  # a failed test leaves no compiler running either
-            os.kill(pid, signal.SIGKILL)
+        _end_run(proc, mark)
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
@@ -337,12 +342,7 @@ def test_sigkill_of_the_parent_leaves_no_process(tmp_path, stage, names):
         time.sleep(1.0)
         assert _tree_bytes(builds[0]) == size
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-        for pid in marked_processes(mark):  # a failed test leaves no compiler running either
-            os.kill(pid, signal.SIGKILL)
+        _end_run(proc, mark)
 
 
 def test_runtime_holds_one_block_of_noise_and_records(planted_problem, monkeypatch):
