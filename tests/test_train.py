@@ -428,7 +428,8 @@ def test_a_time_budget_is_refitted_to_the_pace_of_every_epoch():
 def test_a_short_unroll_learns_with_the_scaled_beta_and_collapses_without(tmp_path):
     """Issue 16 in small: 8x8 digits, K = 32, T_train = 4, the default β.  With β scaled to
     T_train (the default: β/16 times the KL summed over the 4 steps) the run learns and is
-    not flagged; with β unscaled the code dies and the detector says so."""
+    not flagged; with β unscaled the code dies (R² below zero: most latents silent) and the
+    detector says so."""
     from train.data import load_dataset
 
     train_set, test_set = load_dataset("digits", "train").head(500), load_dataset("digits", "test")
@@ -441,7 +442,7 @@ def test_a_short_unroll_learns_with_the_scaled_beta_and_collapses_without(tmp_pa
         results[ref] = m
     healthy, dead = results[16.0], results[None]
     assert not healthy["collapsed"] and healthy["held_out"]["r2"] > 0.15, healthy["held_out"]
-    assert dead["collapsed"] and dead["held_out"]["r2"] < 0 and dead["held_out"]["zeros"] > 0.95
+    assert dead["collapsed"] and dead["held_out"]["r2"] < 0 and dead["held_out"]["zeros"] > 0.8
 
 
 def test_a_healthy_tiny_command_run_is_not_flagged(tmp_path, capsys):

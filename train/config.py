@@ -162,7 +162,7 @@ class TrainConfig:
                               choices=WIDTH_RULES)
     separate_draws: bool = setting(False, "sampler", "score the reconstruction at each step "
                                    "with a draw of its own, not the one fed back")
-    loss_steps: str = setting("mean", "loss", "how the reconstruction term weighs the unrolled "
+    loss_steps: str = setting("last", "loss", "how the reconstruction term weighs the unrolled "
                               "steps: mean (every step alike, the authors'), linear (step t "
                               "by t), last (the last step only); the KL is summed over every "
                               "step in all three", choices=LOSS_STEPS)
