@@ -81,13 +81,37 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _STATE = {}
 
 
+BRIAN2_OPTIONAL_IMPORTS = ("pylab", "matplotlib", "pytest")
+"""What ``import brian2`` pulls in for interactive use only: ``from pylab import *`` (so
+that ``from brian2 import *`` also gives ``plot``) and pytest (for ``brian2.test()``).
+Brian2 takes its own no-matplotlib / no-pytest path when they cannot be imported, and the
+backend needs neither; skipping them saves ~26 MiB in every process that runs Brian2
+(``benchmarks/bench_memory.py``)."""
+
+
 def import_brian2():
-    """Import brian2 or raise ImportError saying how to get it."""
+    """Import brian2 or raise ImportError saying how to get it.
+
+    When brian2 is first imported here and none of :data:`BRIAN2_OPTIONAL_IMPORTS` is
+    loaded yet, they are hidden for the duration of the import (then importable again as
+    usual).  The brian2 module then lacks pylab's names; import brian2 (or matplotlib)
+    before running the backend to keep Brian2's full import.
+    """
+    hide = "brian2" not in sys.modules and not any(
+        m in sys.modules for m in BRIAN2_OPTIONAL_IMPORTS)
+    if hide:
+        for name in BRIAN2_OPTIONAL_IMPORTS:
+            sys.modules[name] = None  # an import of a None entry raises ImportError
     try:
         import brian2
     except ImportError as err:
         raise ImportError(f"the brian2 backend needs the brian2 package "
                           f"(pip install brian2): {err}") from None
+    finally:
+        if hide:
+            for name in BRIAN2_OPTIONAL_IMPORTS:
+                if sys.modules.get(name, 0) is None:
+                    del sys.modules[name]
     return brian2
 
 
@@ -219,8 +243,9 @@ def build(brian2, net, steps, n_inputs, *, noise="table", dt=None, noise_rows=No
                            clamp_du=net.clamp_du, steps=steps, noise=noise,
                            functions=functions, dt=dt, noise_rows=noise_rows,
                            standalone=standalone)
+    # a scalar zero delay: no per-synapse delay array (K² float64s), the same schedule
     syn = b2.Synapses(latents, latents, FEEDBACK_SYNAPSE, on_pre=FEEDBACK_ON_PRE,
-                      dt=dt, name="feedback")
+                      delay=0 * b2.ms, dt=dt, name="feedback")
     syn.connect()  # all to all, pre-major: synapse i·K + j runs from i to j
     w = net.recurrent_weights()  # W[post, pre]
     if standalone:  # cpp_standalone: values go to the project through the device

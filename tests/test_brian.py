@@ -372,3 +372,31 @@ def test_runtime_holds_one_block_of_noise_and_records(planted_problem, monkeypat
         assert objs["noise_table"].shape == (7, k)  # one block of steps, not T or N·T
         assert objs["u_monitor"].variables["u"].get_value().shape[0] == 0  # all moved out
         assert len(objs["z_monitor"].variables["i"].get_value()) == 0
+
+
+LEAN_IMPORT_SCRIPT = textwrap.dedent("""
+    import sys
+    if sys.argv[1] == "matplotlib-first":
+        import matplotlib
+    from networks import planted_network, simulate
+    net, x, _ = planted_network(6, 5, 2, seed=3, n_inputs=1)
+    simulate(net, x, 4, backend="brian2", target="numpy")
+    import brian2
+    skipped = [m for m in ("pylab", "matplotlib", "pytest") if m in sys.modules]
+    print(" ".join(skipped) or "-", hasattr(brian2, "plot"))
+    import matplotlib.pyplot  # importable again as usual
+""")
+
+
+@pytest.mark.parametrize("first, expected", [("nothing", "- False"),
+                                             ("matplotlib-first", "pylab matplotlib pytest True")])
+def test_brian2_is_imported_without_its_interactive_extras(first, expected):
+    """The backend imports Brian2 without pylab, matplotlib and pytest (Brian2's own path
+    when they are missing); a process that loaded matplotlib first gets Brian2's full
+    import, and either way matplotlib stays importable."""
+    require("brian2")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", LEAN_IMPORT_SCRIPT, first], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == expected
