@@ -41,23 +41,27 @@ QUICK = dict(
     lr=dict(mnist=2e-3, patches=5e-3))
 
 
-BETA = 24.0
-"""β (at T_train = 16, scaled by (T_train/16)² at other horizons: design §1.4) of every model
-the experiments train outside the rate-distortion sweep: fixed here, so that the results
-do not move with the trainer's default; it is part of each cached model's key."""
-PINNED = dict(beta_t_power=2.0, clamp_u=8.0, clamp_du=7.0, temp_stop=0.01)
-"""The other settings the README's results were trained with, where the trainer's defaults
-have moved since (docs/training-ablation.md, third round); pinned with β for the same
-reason."""
-
-
-def config(size, data, decoder, t_train, seed, beta=BETA):
+def config(size, data, decoder, t_train, seed):
+    """The TrainConfig of one horizon model: the trainer's defaults (β, its T_train scaling,
+    the clamp ceilings, the temperature floor, the loss's step weights) with this size's
+    epochs, batch and learning rate.  A cached model is keyed by its whole config, so a
+    change of default trains new models rather than reusing ones the page no longer
+    describes."""
     from train.config import TrainConfig
 
-    return TrainConfig(data=data, decoder=decoder, t_train=t_train, beta=beta, **PINNED,
-                       latents=size["latents"],
+    return TrainConfig(data=data, decoder=decoder, t_train=t_train, latents=size["latents"],
                        epochs=size["epochs"][data][decoder], n_train=size["n_train"],
                        batch=size["batch"][data], lr=size["lr"][data], seed=seed)
+
+
+def settings_text(cfg) -> str:
+    """The training settings a results page states (from the config, not typed by hand)."""
+    scaling = ("unscaled" if cfg.beta_t_ref is None
+               else f"scaled by (T_train/{cfg.beta_t_ref:g})^{cfg.beta_t_power:g}")
+    recon = {"mean": "averaged over the unrolled steps", "linear": "weighted by step",
+             "last": "at the last unrolled step only"}[cfg.loss_steps]
+    return (f"β = {cfg.beta:g} ({scaling}), reconstruction term {recon}, clamp ceilings {cfg.clamp_u:g}/{cfg.clamp_du:g}, temperature "
+            f"floor {cfg.temp_stop:g}")
 
 
 def check(c, t_train) -> dict:
@@ -173,9 +177,8 @@ def run(ctx: common.Context, data=None, t_train=None) -> dict:
     md = [f"# horizon (Fig. 2a){' — quick sizes' if ctx.quick else ''}", "",
           "Held-out inputs, true Poisson counts. Linear decoder: the network file on the "
           "reference simulator; mlp / conv: the torch model at temperature 0 (Jacobian-transpose "
-          f"feedback, not exportable to the spiking backends). β = {BETA:g} (at T_train = 16; "
-          "scaled by (T_train/16)² in training), clamp ceilings 8/7, temperature floor 0.01. "
-          "t counts inference steps.", "",
+          f"feedback, not exportable to the spiking backends). Trained with the trainer's "
+          f"defaults: {settings_text(cfg)}. t counts inference steps.", "",
           common.md_table(["data", "decoder", "T_train", "inputs", "R² t=4", "R² t=100",
                            f"R² t={end}", f"R² rates t={end}", f"MSE t={end}", "sparsity t=16",
                            f"sparsity t={end}", "R² claim", "sparsity claim", "learned"], rows),
