@@ -60,8 +60,8 @@ def settings_text(cfg) -> str:
                else f"scaled by (T_train/{cfg.beta_t_ref:g})^{cfg.beta_t_power:g}")
     recon = {"mean": "averaged over the unrolled steps", "linear": "weighted by step",
              "last": "at the last unrolled step only"}[cfg.loss_steps]
-    return (f"β = {cfg.beta:g} ({scaling}), reconstruction term {recon}, clamp ceilings {cfg.clamp_u:g}/{cfg.clamp_du:g}, temperature "
-            f"floor {cfg.temp_stop:g}")
+    return (f"β = {cfg.beta:g} ({scaling}), reconstruction term {recon}, clamp ceilings "
+            f"{cfg.clamp_u:g}/{cfg.clamp_du:g}, temperature floor {cfg.temp_stop:g}")
 
 
 def check(c, t_train) -> dict:
@@ -138,9 +138,11 @@ def run(ctx: common.Context, data=None, t_train=None) -> dict:
         raise ValueError(f"no horizon model matches --data {data} --t-train {t_train}; "
                          f"models: {size['models']}")
     numbers = dict(models=[], sizes=dict(size, models=[list(m) for m in models]))
-    by_data, rows, claims = {}, [], []
+    by_data, rows, claims, stated = {}, [], [], []
     for data_name, decoder, tt in models:
         cfg = config(size, data_name, decoder, tt, ctx.seed)
+        if settings_text(cfg) not in stated:  # every model's, once (today all share them)
+            stated.append(settings_text(cfg))
         tr = common.trained(ctx, cfg)
         test = common.dataset(data_name, "test", size["n_eval"][decoder], seed=ctx.seed)
         ctx.log(f"running {tr.label} on {len(test)} held-out {data_name} inputs to "
@@ -178,7 +180,7 @@ def run(ctx: common.Context, data=None, t_train=None) -> dict:
           "Held-out inputs, true Poisson counts. Linear decoder: the network file on the "
           "reference simulator; mlp / conv: the torch model at temperature 0 (Jacobian-transpose "
           f"feedback, not exportable to the spiking backends). Trained with the trainer's "
-          f"defaults: {settings_text(cfg)}. t counts inference steps.", "",
+          f"defaults: {'; '.join(stated)}. t counts inference steps.", "",
           common.md_table(["data", "decoder", "T_train", "inputs", "R² t=4", "R² t=100",
                            f"R² t={end}", f"R² rates t={end}", f"MSE t={end}", "sparsity t=16",
                            f"sparsity t={end}", "R² claim", "sparsity claim", "learned"], rows),
