@@ -2,20 +2,25 @@
 
 Every Lava network runs in its own child process (Lava's runtime is never
 imported here) and is timed the same way: a non-blocking ``run`` of S Lava
-steps (its return = compile + start), then the host drains the Extractors every
-step until the run ends (steps/s = S / that time), and the CPU time (user +
-system) of the child and of all its Lava processes over the run.  Rows:
+steps (its return = compile + start), then the host drains its outputs
+(external pipes or Extractors) every step until the run ends (steps/s = S / that
+time), and the CPU time (user + system) of the child and of all its Lava
+processes over the run.  Rows:
 
-- Lava ``RingBuffer(x) → Dense(784→512) → LIF(512) → Extractor``, the baseline,
-  with BLAS limited to one thread as the iP-VAE backend runs it
-  (``networks.lava_child.BLAS_THREADS``), and with numpy's default threads;
+- Lava ``RingBuffer(x) → Dense(784→512) → LIF(512)``, the baseline, with BLAS
+  limited to one thread as the iP-VAE backend runs it
+  (``networks.lava_child.BLAS_THREADS``): the anchor reads LIF's spikes through an
+  external pipe (``flag_external_pipe``, Lava's host channel, as ``simulate`` reads
+  its states), a second row through an Extractor process, a third with numpy's
+  default threads;
 - iP-VAE ``folded`` through ``simulate(backend="lava")`` (constant drive from the
-  input file, Dense(−ΦᵀΦ/σ²) recurrence, one Extractor on ``state_out``), on the
-  planted input (20 active units at ~50–150 spikes/step) and on a low-rate
-  input (the same scaled by ``LOW_RATE_SCALE``);
+  input file, Dense(−ΦᵀΦ/σ²) recurrence run event-driven by
+  ``neurons.lava.dense_events``, ``state_out`` read by an external pipe), on the
+  planted input (20 active units at ~50–150 spikes/step) and on a low-rate input
+  (the same scaled by ``LOW_RATE_SCALE``);
 - iP-VAE ``folded`` in a user's graph: ``RingBuffer(x) → IPVAENet.x_in`` (so a
   Dense(Φᵀ/σ²) computes the drive every step, like the baseline's Dense) with an
-  Extractor each on ``s_out`` and ``u_out``;
+  Extractor each on ``s_out`` and ``u_out``, Lava's own Dense models throughout;
 - iP-VAE ``error-units`` through ``simulate`` (2 Lava steps per inference step).
 
 Each configuration runs ``REPEATS`` times, interleaved; the best rate and the
@@ -23,7 +28,7 @@ median CPU time per step are kept (the machine is shared: the CPU time is the
 steadier figure, and its median the steadier statistic).  A second table
 splits the CPU time per step by Lava process (the profile) for the baseline and
 for the graph ``simulate`` builds (``folded_file``: ``IPVAENet`` with its
-inputs from a file and one Extractor on ``state_out``).
+inputs from a file and ``state_out`` read by an external pipe).
 """
 from __future__ import annotations
 
@@ -38,8 +43,9 @@ D, K = pick(784, 32), pick(512, 24)
 STEPS = pick(2000, 200)
 """Inference steps per timed run (error-units: half, i.e. the same number of Lava steps)."""
 REPEATS = pick(5, 1)
-KINDS = pick(("dense_lif", "folded", "dense_lif_default", "folded_low", "folded_file",
-              "folded_port", "error-units"), ("dense_lif", "folded", "folded_file"))
+KINDS = pick(("dense_lif_pipe", "folded", "dense_lif", "dense_lif_default", "folded_low",
+              "folded_file", "folded_port", "error-units"),
+             ("dense_lif_pipe", "folded", "folded_file"))
 """The rows run (quick mode: the baseline, simulate's folded network and its graph's profile)."""
 LOW_RATE_SCALE = 0.05
 """The second folded row scales the planted input by this (active rates ~3–8 spikes/step
@@ -81,21 +87,25 @@ GRAPH_SCRIPT = textwrap.dedent("""
                 continue
             name = names.get(child.pid, "other")
             cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-        cpu["host (drains the Extractors)"] = sum(os.times()[:2])
+        cpu["host (drains the outputs)"] = sum(os.times()[:2])
         return cpu
 
     from networks import load_network
     net = load_network(net_path)
     x = np.load(net_path + ".x.npy")
     outs = []
-    if kind == "dense_lif":
+    if kind in ("dense_lif", "dense_lif_pipe"):
         src = RingBuffer(data=x[:, None])
         dense = Dense(weights=(net.phi / net.sigma2[:, None]).T, num_message_bits=24)
         lif = LIF(shape=(net.n_latents,), du=0.1, dv=0.1, vth=1.0)
         src.s_out.connect(dense.s_in)
         dense.a_out.connect(lif.a_in)
-        outs.append(Extractor(shape=(net.n_latents,), buffer_size=256))
-        lif.s_out.connect(outs[0].in_port)
+        if kind == "dense_lif_pipe":  # the host reads LIF's spikes itself, as simulate does
+            lif.s_out.flag_external_pipe(256)
+            outs.append(lambda: lif.s_out.external_pipe_csp_recv_port.recv())
+        else:
+            outs.append(Extractor(shape=(net.n_latents,), buffer_size=256))
+            lif.s_out.connect(outs[0].in_port)
         top, n_steps = lif, steps
     elif kind == "folded_port":
         from neurons.lava.ipvae_net.process import IPVAENet
@@ -111,11 +121,15 @@ GRAPH_SCRIPT = textwrap.dedent("""
         np.save(net_path + ".x1.npy", x[None])
         top = IPVAENet(net, steps=steps - 1, topology="folded", seed=0,
                        inputs_path=net_path + ".x1.npy")
-        outs = [Extractor(shape=(2 * net.n_latents,), buffer_size=256)]
-        top.state_out.connect(outs[0].in_port)
+        top.state_out.flag_external_pipe(256)
+        outs = [top.receive_state]
         n_steps = top.period
+    models = {Extractor: PyLoihiExtractorModel}
+    if kind == "folded_file":  # and the event-driven recurrent Dense, as in simulate
+        from neurons.lava.dense_events import PyDenseEventModelFloat
+        models[Dense] = PyDenseEventModelFloat
     cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
-                       exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+                       exception_proc_model_map=models)
     from benchmarks.common import timed_lava_run
     print(json.dumps(timed_lava_run(top, n_steps, outs, cfg, cpu_by_process)))
 """)
@@ -153,6 +167,7 @@ def bench() -> str:
 
     net, x, _ = planted_network(D, K, 20, seed=0, n_inputs=1)
     runs = {
+        "dense_lif_pipe": lambda: _graph("dense_lif_pipe", net_path, STEPS + 1, BLAS_THREADS),
         "dense_lif": lambda: _graph("dense_lif", net_path, STEPS + 1, BLAS_THREADS),
         "folded": lambda: lava_backend_run(net, x, STEPS, "lava", topology="folded"),
         "dense_lif_default": lambda: _graph("dense_lif", net_path, STEPS + 1, 0),
@@ -175,10 +190,12 @@ def bench() -> str:
     def best(name):
         return lava_summary(rows[name], cpu="median")
 
-    base, _, base_cpu = best("dense_lif")
+    base, _, base_cpu = best("dense_lif_pipe")
     labels = {
-        "dense_lif": f"Lava Dense({D}→{K}) + LIF({K}), RingBuffer source, BLAS {BLAS_THREADS} "
-                     "thread",
+        "dense_lif_pipe": f"Lava Dense({D}→{K}) + LIF({K}), RingBuffer source, spikes read "
+                          f"by an external pipe, BLAS {BLAS_THREADS} thread (the anchor)",
+        "dense_lif": f"Lava Dense({D}→{K}) + LIF({K}), spikes read by an Extractor, "
+                     f"BLAS {BLAS_THREADS} thread",
         "dense_lif_default": f"Lava Dense({D}→{K}) + LIF({K}), numpy's default BLAS threads",
         "folded": "iP-VAE folded, simulate(backend='lava'), planted input",
         "folded_low": f"iP-VAE folded, simulate(backend='lava'), input × {LOW_RATE_SCALE}",
@@ -193,7 +210,7 @@ def bench() -> str:
         "",
         f"{REPEATS} interleaved runs of ~{STEPS + 1} Lava steps each, one input: the best "
         "steps/s (excluding compile + start) and the median CPU time. "
-        f"numpy BLAS: {blas()}; every row but the second runs with BLAS limited to "
+        f"numpy BLAS: {blas()}; every row but the third runs with BLAS limited to "
         f"{BLAS_THREADS} thread, as `simulate(backend='lava')` does "
         "(`networks.lava_child.BLAS_THREADS`). Target: folded ≥ 1.0× Dense+LIF (same BLAS).",
         "",
@@ -220,10 +237,11 @@ def bench() -> str:
               f"({load_average()}).", "",
               "### CPU µs per Lava step, by process", "",
               "The run with the median total of each graph; the host is the process that "
-              "runs the network and drains its Extractors.", ""]
-    lines += _profile({k: rows[k] for k in ("dense_lif", "folded_file", "folded_port")
-                       if k in rows},
-                      {"dense_lif": "Dense+LIF", "folded_file": "iP-VAE folded (simulate's "
+              "runs the network and drains its outputs.", ""]
+    lines += _profile({k: rows[k] for k in ("dense_lif_pipe", "dense_lif", "folded_file",
+                                            "folded_port") if k in rows},
+                      {"dense_lif_pipe": "Dense+LIF (pipe)",
+                       "dense_lif": "Dense+LIF (Extractor)", "folded_file": "iP-VAE folded (simulate's "
                        "graph)", "folded_port": "iP-VAE folded (user graph)"})
     return "\n".join(lines + [""])
 

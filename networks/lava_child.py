@@ -2,9 +2,10 @@
 
 Started by ``networks.lava.run`` in its own session.  Reads from DIR
 ``params.json``, ``net.npz``, ``x.npy`` (N, D), ``record.npy`` (the steps to
-keep) and optionally ``noise.npy`` (T, N, K); builds one ``IPVAENet`` with one
-``Extractor`` on its ``state_out`` ([z, u] per Lava step: one channel and one
-Lava process fewer than an Extractor for each); runs the N samples back to back
+keep) and optionally ``noise.npy`` (T, N, K); builds one ``IPVAENet`` whose
+``state_out`` ([z, u] per Lava step) is an external pipe read here (Lava's own
+host channel: no Extractor process, which cost ~210 µs of CPU per step and a
+forked process's memory); runs the N samples back to back
 in one non-blocking Lava run while receiving every Lava step; every ``BLOCK``
 inference steps the counts and potentials go to a ``TraceRecorder`` at once
 (read-out Φz by ``neurons.kernels.readout``, the recorder keeps the recorded
@@ -32,7 +33,7 @@ import numpy as np
 from neurons.lava.failures import report_error
 
 BUFFER = 256
-"""Extractor channel depth (Lava steps); the host drains the channels as they fill."""
+"""Depth of the state pipe (Lava steps); the host drains it as it fills."""
 
 BLAS_THREADS = 1
 """BLAS threads of the Lava run (its processes are forked from here and inherit it).
@@ -40,6 +41,14 @@ Lava runs every Process in its own OS process, so the parallelism is already the
 a Dense's product (512×512 float64, ~40 µs) gains nothing from more threads, and
 OpenBLAS's threads spinning between steps doubled the Dense process's CPU time per
 step on a 2-core machine (measured: ~1,000 → ~550 µs)."""
+
+HIDDEN_IMPORTS = ("pandas",)
+"""Modules the Lava run never uses but would import: Lava's compiler builds networkx graphs,
+and networkx's graph constructor imports pandas (when installed) only to test whether its
+argument is a DataFrame.  Hidden in this process (an import raises ImportError, which
+networkx catches), they cost the run's whole process tree nothing: pandas alone was
+~20 MiB in the child, shared but copied on write by every forked Lava process
+(``benchmarks/bench_memory.py``)."""
 
 BLOCK = 256
 """Inference steps handed to the TraceRecorder at once (the host's work per step is
@@ -106,6 +115,38 @@ def _watch_parent(parent: int, directory: str, period_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="ipvae-parent-watch", daemon=True).start()
 
 
+def hide_unused_imports() -> None:
+    """Make :data:`HIDDEN_IMPORTS` unimportable in this process (a ``None`` entry in
+    ``sys.modules`` makes ``import`` raise ImportError); those already imported stay."""
+    for name in HIDDEN_IMPORTS:
+        sys.modules.setdefault(name, None)
+
+
+def untrack_shared_memory() -> None:
+    """Keep multiprocessing's resource tracker out of the run: it would be one more Python
+    process (~6 MiB) only to unlink leaked ``/dev/shm`` segments, which here the
+    SharedMemoryManager server that Lava starts (at its shutdown) and ``networks.lava``'s
+    clean-up (when the run's process group is killed, the tracker with it) already do.
+    Only the ``shared_memory`` resource type is skipped; others are tracked as before."""
+    from multiprocessing import resource_tracker
+
+    register, unregister = resource_tracker.register, resource_tracker.unregister
+
+    def register_except_shared_memory(name, rtype):
+        if rtype != "shared_memory":
+            register(name, rtype)
+
+    def unregister_except_shared_memory(name, rtype):
+        if rtype != "shared_memory":
+            unregister(name, rtype)
+
+    resource_tracker.register = register_except_shared_memory
+    resource_tracker.unregister = unregister_except_shared_memory
+    # SharedMemoryManager() starts the tracker eagerly through this module function (for
+    # the shared memory it would track); other resource types start it when they register.
+    resource_tracker.ensure_running = lambda: None
+
+
 def main(directory: str) -> int:
     tmp = Path(directory)
     params = json.loads((tmp / "params.json").read_text())
@@ -117,7 +158,6 @@ def main(directory: str) -> int:
 
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
     from networks.trace import TraceRecorder
     from neurons import kernels
@@ -137,11 +177,16 @@ def main(directory: str) -> int:
                      offset=params["offset"], inputs_path=str(tmp / "x.npy"),
                      noise_path=str(tmp / "noise.npy") if params["noise"] else None,
                      fixed=fixed)
-    state_out = Extractor(shape=(2 * k,), buffer_size=BUFFER)
-    ipvae.state_out.connect(state_out.in_port)
-    cfg = Loihi2SimCfg(select_tag="floating_pt" if fixed is None else "fixed_pt",
-                       select_sub_proc_model=True,
-                       exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+    ipvae.state_out.flag_external_pipe(BUFFER)
+    if fixed is None:  # the recurrent Dense adds the rows of the latents that fired
+        from lava.proc.dense.process import Dense
+
+        from neurons.lava.dense_events import PyDenseEventModelFloat
+
+        cfg = Loihi2SimCfg(select_tag="floating_pt", select_sub_proc_model=True,
+                           exception_proc_model_map={Dense: PyDenseEventModelFloat})
+    else:
+        cfg = Loihi2SimCfg(select_tag="fixed_pt", select_sub_proc_model=True)
     period, stride = ipvae.period, ipvae.stride
     phi_t = np.ascontiguousarray(net.phi.T)
     block = max(1, min(BLOCK, steps))
@@ -166,7 +211,7 @@ def main(directory: str) -> int:
         for i in range(n):
             b = 0
             for j in range(period):
-                state = state_out.receive()
+                state = ipvae.receive_state()
                 # z_t and u_t arrive at local step j = stride·t; u_T at j = stride·T.
                 t, rest = divmod(j, stride)
                 if rest:
@@ -211,6 +256,8 @@ if __name__ == "__main__":
         print("usage: python -m networks.lava_child DIR", file=sys.stderr)
         sys.exit(2)
     _watch_parent(os.getppid(), sys.argv[1])
+    hide_unused_imports()
+    untrack_shared_memory()
     try:
         status = main(sys.argv[1])
     except BaseException as err:

@@ -183,3 +183,64 @@ def test_model_noise_stream_is_the_shared_stream():
     for n in range(2):
         g = np.random.Generator(np.random.Philox(key=[7, 3 + n]))
         np.testing.assert_array_equal(np.stack([g.random(9) for _ in range(5)]), xi[:, n])
+
+
+DENSE_GRAPH = textwrap.dedent("""
+    import sys, numpy as np
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.magma.core.run_conditions import RunSteps
+    from neurons.lava.dense_events import PyDenseEventModelFloat
+
+    w, s, out_path = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
+    got = {}
+    for name, models in (("lava", {}), ("events", {Dense: PyDenseEventModelFloat})):
+        src = RingBuffer(data=s)
+        dense = Dense(weights=w, num_message_bits=8)
+        src.s_out.connect(dense.s_in)
+        dense.a_out.flag_external_pipe(s.shape[1])
+        dense.run(RunSteps(s.shape[1], blocking=False),
+                  Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=models))
+        got[name] = np.array([dense.a_out.external_pipe_csp_recv_port.recv()
+                              for _ in range(s.shape[1])])
+        dense.wait()
+        got[name + "_weights"] = dense.weights.get()
+        dense.stop()
+    np.savez(out_path, **got)
+""")
+
+
+@pytest.mark.parametrize("k_post", [7, 150])
+def test_event_driven_dense_matches_lavas_dense(tmp_path, k_post):
+    """``neurons.lava.dense_events``: the same a_out as Lava's PyDenseModelFloat, step by
+    step, for graded counts whose share of nonzeros crosses the switch to the dense
+    product (silent, sparse, dense and full steps), a non-symmetric W, non-square (copied
+    transposed) and square (transposed in place, more than two tiles), and the ``weights``
+    Var read back unchanged."""
+    require("lava")
+    from neurons.lava import DENSE_SHARE  # constants only: the test process never imports Lava
+
+    rng = np.random.default_rng(5)
+    k_pre, steps = 150, 12
+    w = rng.normal(size=(k_post, k_pre))
+    shares = np.linspace(0.0, 1.0, steps)
+    s = np.where(rng.random((k_pre, steps)) < shares, rng.integers(1, 6, (k_pre, steps)), 0)
+    nonzero = (s != 0).mean(axis=0)
+    assert (nonzero == 0).any() and (nonzero <= DENSE_SHARE).sum() >= 3
+    assert (nonzero > DENSE_SHARE).sum() >= 3
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "s.npy", s.astype(np.int32))
+    (tmp_path / "dense.py").write_text(DENSE_GRAPH)
+    done = subprocess.run([sys.executable, str(tmp_path / "dense.py"), str(tmp_path / "w.npy"),
+                           str(tmp_path / "s.npy"), str(tmp_path / "out.npz")],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                          text=True, timeout=240, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with np.load(tmp_path / "out.npz") as got:
+        # a_out at step j is the accumulation of step j - 1's input (0 at the first step)
+        expected = np.vstack([np.zeros(k_post), (w @ s).T[:-1]])
+        np.testing.assert_allclose(got["lava"], expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got["events"], got["lava"], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(got["events_weights"], w)
+        assert np.abs(got["events"]).sum() > 0

@@ -17,6 +17,24 @@ VALUE_BITS = 24
 """Dense message bits for real-valued messages (inputs, errors)."""
 
 
+def connect_outputs(latent, proc) -> None:
+    """The latent's ports out to ``proc``'s, and ``u`` aliased.
+
+    A ``state_out`` flagged as an external pipe (``proc.state_out.flag_external_pipe``)
+    is not connected through: the latent's own port is flagged instead (Lava's runtime
+    opens external pipes on leaf processes only) and ``proc.receive_state`` reads it, so
+    the host receives the states without an Extractor process.
+    """
+    latent.s_out.connect(proc.s_out)
+    latent.u_out.connect(proc.u_out)
+    if proc.state_out.external_pipe_flag:
+        latent.state_out.flag_external_pipe(proc.state_out.external_pipe_buffer_size)
+        proc.state_pipe_port = latent.state_out
+    else:
+        latent.state_out.connect(proc.state_out)
+    proc.vars.u.alias(latent.u)
+
+
 @implements(proc=IPVAENet, protocol=LoihiProtocol)
 @tag("floating_pt")
 class SubIPVAENetModel(AbstractSubProcessModel):
@@ -55,10 +73,7 @@ class SubIPVAENetModel(AbstractSubProcessModel):
             self.encoder.a_out.connect(self.latent.a_in)
             if inputs_path is None:
                 proc.x_in.connect(self.errors.x_in)
-        self.latent.s_out.connect(proc.s_out)
-        self.latent.u_out.connect(proc.u_out)
-        self.latent.state_out.connect(proc.state_out)
-        proc.vars.u.alias(self.latent.u)
+        connect_outputs(self.latent, proc)
 
 
 @implements(proc=IPVAENet, protocol=LoihiProtocol)
@@ -99,7 +114,4 @@ class SubIPVAENetModelFixed(AbstractSubProcessModel):
                 sign_mode=SignMode.MIXED, num_message_bits=VALUE_BITS)
             proc.x_in.connect(self.feedforward.s_in)
             self.feedforward.a_out.connect(self.latent.a_in)
-        self.latent.s_out.connect(proc.s_out)
-        self.latent.u_out.connect(proc.u_out)
-        self.latent.state_out.connect(proc.state_out)
-        proc.vars.u.alias(self.latent.u)
+        connect_outputs(self.latent, proc)

@@ -71,7 +71,9 @@ class IPVAENet(AbstractProcess):
     x_in : InPort (D,), the input x (constant within a sample).
     s_out : OutPort (K,), graded spike counts per Lava step (int32 payloads).
     u_out : OutPort (K,), membrane potentials per Lava step (float64).
-    state_out : OutPort (2K,), [s_out, u_out] of each Lava step in one float64 message.
+    state_out : OutPort (2K,), [s_out, u_out] of each Lava step in one float64 message;
+        flagged as an external pipe (``state_out.flag_external_pipe``), read by the host
+        with :meth:`receive_state` (no Extractor process).
 
     Vars
     ----
@@ -126,6 +128,20 @@ class IPVAENet(AbstractProcess):
         self.u_out = OutPort(shape=(k,))
         self.state_out = OutPort(shape=(2 * k,))
         self.u = Var(shape=(k,), init=np.array(net.u0, dtype=np.float64))
+        self.state_pipe_port = None  # the latent's state_out, once flagged and compiled
+
+    def receive_state(self) -> np.ndarray:
+        """The next [z, u] (2K,) float64 message of ``state_out`` flagged as an external pipe.
+
+        ``net.state_out.flag_external_pipe(buffer_size)`` before the run makes the host
+        read the states itself (no Extractor process); call this once per Lava step while
+        the run goes on (non-blocking ``RunSteps``), as with ``Extractor.receive``.
+        """
+        port = self.state_pipe_port
+        if port is None or getattr(port, "external_pipe_csp_recv_port", None) is None:
+            raise RuntimeError("receive_state needs state_out.flag_external_pipe() before "
+                               "the run, and a running network")
+        return port.external_pipe_csp_recv_port.recv()
 
     @property
     def stride(self) -> int:

@@ -98,7 +98,8 @@ class AbstractPyPoissonLatentModel(PyLoihiProcessModel):
         else:
             z = self._zeros
         self.s_out.send(z)
-        self.u_out.send(self.u)
+        if self.u_out.csp_ports:
+            self.u_out.send(self.u)
         if self.state_out.csp_ports:  # connected: one message of [z, u] for a reader
             state = self._state
             state[:self._k] = z
