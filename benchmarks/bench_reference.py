@@ -27,6 +27,8 @@ REPEATS = pick(5, 1)
 MEM_STEPS, MEM_N = pick(1000, 5), pick(1000, 4)
 TRAIN_EPOCHS = pick(5, 1)
 LOW_RATE_SCALE = 0.05
+LONG = 4
+"""The record=[T−1] rows also run LONG·T steps: the difference is the step alone."""
 
 MEMORY_PROBE = f"""
 import json, time
@@ -108,12 +110,16 @@ def _anchor(numpy_f, torch_f):
     return wall / 5, cpu / 5
 
 
-def _problem(net, x, products, record=None):
-    """Interleaved runs of T steps against the anchor: dict of the medians and figures."""
+def _problem(net, x, products, record=None, step_alone=False):
+    """Interleaved runs of T steps against the anchor: dict of the medians and figures.
+
+    ``step_alone``: also a run of ``LONG × T`` steps after each, so that the step's own
+    time, without the per-run set-up (drive, Φᵀx per input, threads), is the difference
+    of the two runs over (LONG − 1)·T steps (``alone`` and ``alone_cpu``: its ratios)."""
     from networks import simulate
 
     simulate(net, x[:2], 2)  # warm-up (the compiled kernels, the folded weights)
-    walls, ratios, cpu_ratios, trace = [], [], [], None
+    walls, ratios, cpu_ratios, alone, alone_cpu, trace = [], [], [], [], [], None
     for _ in range(REPEATS):
         anchor_wall, anchor_cpu = _anchor(*products)
         box = {}
@@ -123,9 +129,17 @@ def _problem(net, x, products, record=None):
         walls.append(wall / T)
         ratios.append(wall / T / anchor_wall)
         cpu_ratios.append(cpu / T / anchor_cpu)
+        if step_alone:
+            long_record = None if record is None else [LONG * T - 1]
+            wall4, cpu4 = _timed(lambda: simulate(net, x, LONG * T, seed=0,
+                                                  record=long_record))
+            alone.append((wall4 - wall) / ((LONG - 1) * T) / anchor_wall)
+            alone_cpu.append((cpu4 - cpu) / ((LONG - 1) * T) / anchor_cpu)
     zeros = trace.step_zeros.mean()
     return dict(step=statistics.median(walls), best=min(walls),
                 ratio=statistics.median(ratios), cpu_ratio=statistics.median(cpu_ratios),
+                alone=statistics.median(alone) if alone else None,
+                alone_cpu=statistics.median(alone_cpu) if alone else None,
                 firing=1.0 - zeros, rate=float(trace.step_rate.mean()),
                 paths=trace.info["feedback_steps"], mse=float(trace.mse()[-1]))
 
@@ -216,8 +230,10 @@ def bench() -> str:
         "planted": _problem(net, x, products),
         "planted × 0.05 (low rates)": _problem(net, LOW_RATE_SCALE * x, products),
         "trained MNIST network, held-out digits": _problem(mnist, mnist_x, products),
-        "planted, record=[T−1]": _problem(net, x, products, record=[T - 1]),
-        "trained MNIST, record=[T−1]": _problem(mnist, mnist_x, products, record=[T - 1]),
+        "planted, record=[T−1]": _problem(net, x, products, record=[T - 1],
+                                          step_alone=True),
+        "trained MNIST, record=[T−1]": _problem(mnist, mnist_x, products, record=[T - 1],
+                                                step_alone=True),
     }
     blocks = len(reference.row_blocks(N, K, reference.default_threads())) - 1
     parts = {"planted": _parts(net, x[:N // blocks]),
@@ -236,26 +252,34 @@ def bench() -> str:
         "faster BLAS, timed before each run; ratios are the median over "
         f"{REPEATS} interleaved runs of (the run's time per step) / (its anchor), in wall "
         "time and in CPU time (all threads; the steadier on a loaded machine). Targets: "
-        "≤ 2× (issue 3), ≤ 0.35× (issue 13). Set-up per run (folded weights, drive) is "
-        "included; the folded weights W and ΦᵀΦ are kept between runs of one network.",
+        "≤ 2× (issue 3), ≤ 0.35× (issue 13). Set-up per run (drive and Φᵀx per input, "
+        "the threads) is included in the whole-run columns; the folded weights W and ΦᵀΦ "
+        "are kept between runs of one network. \"Step alone\" (the record=[T−1] rows) "
+        f"is the difference of a {LONG}·T-step run and the T-step run over the "
+        f"{LONG - 1}·T steps between, so the per-run set-up cancels; the issue's target is "
+        "the step's, and the verdict is read from it where it is measured (from the "
+        "whole run elsewhere).",
         "",
         f"Engine: {engine}. Products alone: numpy ({blas()}) {t_numpy * 1e3:.2f} ms, torch "
         f"({torch_blas}) {t_torch * 1e3:.2f} ms.",
         "",
         "| problem | firing (share of counts > 0) | mean rate | event-driven / dense "
-        "row-steps | sample-steps/s | ms/step (median) | step ÷ products, wall | "
-        "step ÷ products, CPU | ≤ 0.35× |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "row-steps | sample-steps/s | ms/step (median) | whole run ÷ products, wall | "
+        "whole run ÷ products, CPU | step alone ÷ products, wall / CPU | ≤ 0.35× |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, r in runs.items():
-        met = "met" if r["ratio"] <= 0.35 else "not met"
+        ratio = r["ratio"] if r["alone"] is None else r["alone"]
+        met = "met" if ratio <= 0.35 else "not met"
+        alone = ("–" if r["alone"] is None
+                 else f"{r['alone']:.2f}× / {r['alone_cpu']:.2f}×")
         lines.append(f"| {name} | {r['firing']:.1%} | {r['rate']:.3f} | "
                      f"{r['paths']['event-driven']:,} / {r['paths']['dense']:,} | "
                      f"{N / r['step']:,.0f} | {r['step'] * 1e3:.2f} | {r['ratio']:.2f}× | "
-                     f"{r['cpu_ratio']:.2f}× | {met} |")
+                     f"{r['cpu_ratio']:.2f}× | {alone} | {met} |")
     lines += [
         f"| {MEM_STEPS} steps × {MEM_N} inputs, planted, record=[last] | {_memory()} | | | | "
-        "| | | |",
+        "| | | | |",
         "",
         f"Where one row block's step goes ({N // blocks} inputs, one thread, single-threaded "
         "BLAS, each part timed alone, best of 5 × 10, ms):",

@@ -58,6 +58,11 @@ KEEP_MAX_BYTES = 64 * 2**20
 """The folded weights of a network are kept between its runs while they take at most this."""
 
 
+TILE_ROWS = 8
+"""Rows of a block that the fused path runs together for ``block`` steps at a time (their
+state then stays in the core's cache; see ``FloatKernels.run_rows``)."""
+
+
 def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,
         progress=False, block=64, threads=None) -> Trace:
     """Run T = ``steps`` inference steps on inputs x (N, D); see ``networks.simulate``.
@@ -212,12 +217,18 @@ class FloatKernels:
                          self.net.clamp_du, u_next)
 
     def run_rows(self, phi_t, x, steps, rec, rows, bar):
-        """The recurrence for this block's inputs x (n, D), one fused kernel call per step.
+        """The recurrence for this block's inputs x (n, D), one fused kernel call per step
+        and tile.
 
-        Recorded steps are computed straight into the trace (u, recon; spikes copied);
-        the per-step metrics always are.  A step's MSE comes from the folded quantities
-        (``neurons.kernels.step``), or, in a row on the dense path, from its residual.
-        Returns u_T (n, K).
+        The inputs never interact, so the block runs in tiles of ``TILE_ROWS`` rows, each
+        for ``self.block`` steps at a time (then the next tile): a tile's state (u, z,
+        rates, drive: a few KiB per row) stays in the core's cache across its steps
+        instead of the whole block's streaming through it every step.  Every number is
+        the one a whole-block step gives (rows are computed independently, with the same
+        noise by index).  Recorded steps are computed straight into the trace (u, recon;
+        spikes copied); the per-step metrics always are.  A step's MSE comes from the
+        folded quantities (``neurons.kernels.step``), or, in a row on the dense path,
+        from its residual.  u_T is left in the trace (always kept).
         """
         net, n, k = self.net, x.shape[0], self.net.n_latents
         x = np.ascontiguousarray(x, dtype=np.float64)
@@ -228,33 +239,47 @@ class FloatKernels:
         max_sparse = int(np.floor(SPARSE_RECURRENT * k)) if f is not None else -1
         bias = np.ascontiguousarray(self.bias, dtype=np.float64)
         eta, cu, cdu = float(self.eta), float(net.clamp_u), float(net.clamp_du)
-        u = _u_storage(rec, 0, rows, spare[0])
-        self.start(u)
-        noise = self.noise
-        for t in range(steps):
-            i = rec.slot(t)
-            recon = None if i is None else rec.recon[i, rows]
-            u_next = _u_storage(rec, t + 1, rows, spare[1] if u is spare[0] else spare[0])
-            xi = None if noise is None else np.ascontiguousarray(noise[t], dtype=np.float64)
-            mse = rec.step_mse[t, rows]
-            n_dense = kernels.step(
-                u, xi, u_next, z, rate, self.drive, None if f is None else f.w_rows,
-                self.xphi, None if f is None else f.gram, None if f is None else f.norms,
-                self.xsq, phi_t, x, recon, bias, mse, rec.step_zeros[t, rows],
-                rec.step_rate[t, rows], dense, self.seed, self.offset, t, eta, cu, cdu,
-                max_sparse)
-            if n_dense:
-                self._dense_rows(dense[:n_dense], u, z, x, phi_t, u_next, mse, recon)
-            self.paths["dense"] += n_dense
-            self.paths["event-driven"] += n - n_dense
-            if i is not None:
-                rec.spikes[i, rows] = z
-            if rec.rate_metrics:
-                rec.step_rate_mse[t, rows] = np.mean((x - rate @ net.phi.T) ** 2, axis=1)
-            u = u_next
-            if bar is not None and ((t + 1) % self.block == 0 or t + 1 == steps):
-                bar.update((t % self.block) + 1)
-        return u
+        self.start(_u_storage(rec, 0, rows, spare[0]))
+        tiles = [slice(lo, min(n, lo + TILE_ROWS)) for lo in range(0, n, TILE_ROWS)]
+        where = [0] * len(tiles)  # per tile: spare[p] holds its u_t (unless u_t is recorded)
+
+        def part(a, tile):
+            return None if a is None else a[tile]
+
+        for t0 in range(0, steps, self.block):
+            t1 = min(steps, t0 + self.block)
+            for ti, tile in enumerate(tiles):
+                g = slice(rows.start + tile.start, rows.start + tile.stop)  # the trace's rows
+                m = tile.stop - tile.start
+                xt, zt, rt = x[tile], z[tile], rate[tile]
+                p = where[ti]
+                u = _u_storage(rec, t0, g, spare[p][tile])
+                for t in range(t0, t1):
+                    i = rec.slot(t)
+                    recon = None if i is None else rec.recon[i, g]
+                    u_next = _u_storage(rec, t + 1, g, spare[1 - p][tile])
+                    xi = (None if self.noise is None
+                          else np.ascontiguousarray(self.noise[t, tile], dtype=np.float64))
+                    mse = rec.step_mse[t, g]
+                    n_dense = kernels.step(
+                        u, xi, u_next, zt, rt, part(self.drive, tile),
+                        None if f is None else f.w_rows, part(self.xphi, tile),
+                        None if f is None else f.gram, None if f is None else f.norms,
+                        part(self.xsq, tile), phi_t, xt, recon, bias, mse,
+                        rec.step_zeros[t, g], rec.step_rate[t, g], dense[:m], self.seed,
+                        self.offset + tile.start, t, eta, cu, cdu, max_sparse)
+                    if n_dense:
+                        self._dense_rows(dense[:n_dense], u, zt, xt, phi_t, u_next, mse, recon)
+                    self.paths["dense"] += n_dense
+                    self.paths["event-driven"] += m - n_dense
+                    if i is not None:
+                        rec.spikes[i, g] = zt
+                    if rec.rate_metrics:
+                        rec.step_rate_mse[t, g] = np.mean((xt - rt @ net.phi.T) ** 2, axis=1)
+                    u, p = u_next, 1 - p
+                where[ti] = p
+            if bar is not None:
+                bar.update(t1 - t0)
 
     def _dense_rows(self, idx, u, z, x, phi_t, u_next, mse, recon):
         """The dense path for rows ``idx`` of the block: the read-out Φz, the prediction

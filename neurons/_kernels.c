@@ -164,11 +164,86 @@ static void clamp_start(const double *x, double c, double *y, double *l, Py_ssiz
     map_log1p(l, m);
 }
 
+#ifdef VECMATH_X86
+/* The membrane's element-wise passes four at a time.  Each lane computes the scalar code's
+ * IEEE operations in the same order (sub, mul, add, compares and blends in place of its
+ * branches), so the results are the scalar code's bit for bit, NaN included. */
+
+/* x[j] = (fb[j] - b[j]) * eta, then as clamp_start up to the exp: y = c - max(x, U_FLOOR), l = -|y|. */
+__attribute__((target("avx2"))) static void clamp_prep_avx2(const double *fb, const double *b,
+                                                            double eta, double c, double *y,
+                                                            double *l, Py_ssize_t m)
+{
+    const __m256d vc = _mm256_set1_pd(c), floor = _mm256_set1_pd(IPVAE_U_FLOOR),
+                  sign = _mm256_set1_pd(-0.0), veta = _mm256_set1_pd(eta);
+    Py_ssize_t j = 0;
+    for (; j + 4 <= m; j += 4) {
+        __m256d x = _mm256_loadu_pd(fb + j);
+        if (b != NULL)
+            x = _mm256_mul_pd(_mm256_sub_pd(x, _mm256_loadu_pd(b + j)), veta);
+        x = _mm256_blendv_pd(x, floor, _mm256_cmp_pd(x, floor, _CMP_LT_OQ)); /* NaN passes */
+        __m256d yv = _mm256_sub_pd(vc, x);
+        _mm256_storeu_pd(y + j, yv);
+        _mm256_storeu_pd(l + j, _mm256_or_pd(yv, sign));
+    }
+    for (; j < m; j++) {
+        double x = b != NULL ? (fb[j] - b[j]) * eta : fb[j];
+        y[j] = c - ipvae_floor(x);
+        l[j] = -fabs(y[j]);
+    }
+}
+
+/* out[j] = (c - softplus_from(y[j], l[j])) [+ add[j] when add is not NULL]. */
+__attribute__((target("avx2"))) static void clamp_finish_avx2(const double *y, const double *l,
+                                                              double c, const double *add,
+                                                              double *out, Py_ssize_t m)
+{
+    const __m256d vc = _mm256_set1_pd(c), zero = _mm256_setzero_pd(),
+                  loge2 = _mm256_set1_pd(IPVAE_LOGE2), sign = _mm256_set1_pd(-0.0);
+    Py_ssize_t j = 0;
+    for (; j + 4 <= m; j += 4) {
+        __m256d yv = _mm256_loadu_pd(y + j), lv = _mm256_loadu_pd(l + j);
+        __m256d sp = _mm256_blendv_pd(_mm256_add_pd(zero, lv), _mm256_add_pd(yv, lv),
+                                      _mm256_cmp_pd(yv, zero, _CMP_GT_OQ));
+        sp = _mm256_blendv_pd(sp, loge2, _mm256_cmp_pd(yv, zero, _CMP_EQ_OQ));
+        sp = _mm256_blendv_pd(sp, _mm256_xor_pd(yv, sign), _mm256_cmp_pd(yv, yv, _CMP_UNORD_Q));
+        __m256d r = _mm256_sub_pd(vc, sp);
+        if (add != NULL)
+            r = _mm256_add_pd(r, _mm256_loadu_pd(add + j));
+        _mm256_storeu_pd(out + j, r);
+    }
+    for (; j < m; j++) {
+        double r = c - ipvae_softplus_from(y[j], l[j]);
+        out[j] = add != NULL ? r + add[j] : r;
+    }
+}
+#endif
+
+static int membrane_avx2 = -1; /* whether membrane_row takes the AVX2 passes (set once) */
+
 /* out = clamp(u + clamp(eta (fb - b), cdu), cu) over one row of k neurons (bias b (k,)). */
 static void membrane_row(const double *u, const double *fb, const double *b, double *out,
                          Py_ssize_t k, double eta, double cu, double cdu)
 {
     double x[CHUNK], y[CHUNK], l[CHUNK];
+#ifdef VECMATH_X86
+    if (membrane_avx2 < 0)
+        membrane_avx2 = cpu_has_avx2();
+    if (membrane_avx2) {
+        for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
+            Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
+            clamp_prep_avx2(fb + c0, b + c0, eta, cdu, y, l, m);
+            map_exp(l, m);
+            map_log1p(l, m);
+            clamp_finish_avx2(y, l, cdu, u + c0, x, m);
+            clamp_prep_avx2(x, NULL, 1.0, cu, y, l, m);
+            map_exp(l, m);
+            map_log1p(l, m);
+            clamp_finish_avx2(y, l, cu, NULL, out + c0, m);
+        }
+        return;
+    }
+#endif
     for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
         Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
         for (Py_ssize_t j = 0; j < m; j++)

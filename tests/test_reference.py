@@ -38,6 +38,31 @@ def test_raster_does_not_depend_on_the_noise_block_size(planted):
     np.testing.assert_array_equal(blocky.spikes, whole.spikes)
 
 
+@pytest.mark.parametrize("explicit_noise", [False, True])
+def test_tiles_of_rows_change_nothing(planted, monkeypatch, explicit_noise):
+    """The fused path runs a block in tiles of TILE_ROWS rows, ``block`` steps at a time;
+    tiles that do not divide the batch, chunks that do not divide T and recorded steps on
+    both sides of a chunk's edge give the whole block's numbers bit for bit (shared or
+    explicit noise)."""
+    from networks import reference
+    from networks.noise import shared_uniforms
+
+    net, x, _ = planted
+    x = np.concatenate([x, 0.5 * x, 2.0 * x])[:7]  # 7 inputs: tiles of 3 leave one of 1
+    steps = 23
+    noise = shared_uniforms(5, steps, len(x), net.n_latents) if explicit_noise else None
+    record = [0, 4, 5, 6, 13, steps - 1]
+    monkeypatch.setattr(reference, "TILE_ROWS", 1000)
+    whole = reference.run(net, x, steps, seed=5, noise=noise, record=record, threads=1)
+    monkeypatch.setattr(reference, "TILE_ROWS", 3)
+    for threads in (1, 2):
+        tiled = reference.run(net, x, steps, seed=5, noise=noise, record=record, block=5,
+                              threads=threads)
+        for name in ("spikes", "u", "recon", "step_mse", "step_zeros", "step_rate"):
+            np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), name)
+    assert whole.spikes.sum() > 0
+
+
 @pytest.mark.parametrize("scale", [0.0, 1e6, -1e6])
 def test_no_nan_or_inf_for_huge_or_zero_inputs(planted, scale):
     net, x, _ = planted
