@@ -52,8 +52,7 @@ DENSE_LIF_FIXED = textwrap.dedent("""
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
     from benchmarks.common import timed_lava_run
     from networks.lava_child import cpu_seconds
-    out = lambda: lif.s_out.external_pipe_csp_recv_port.recv()
-    print(json.dumps(timed_lava_run(lif, steps, [out], cfg, cpu_seconds)))
+    print(json.dumps(timed_lava_run(lif, steps, [lif.s_out], cfg, cpu_seconds)))
 """).replace("(K,)", f"({K},)")
 
 

@@ -88,8 +88,8 @@ def timed_lava_run(top, n_steps: int, outs, cfg, cpu) -> dict:
     """Run a Lava graph for ``n_steps`` and time it (called in the child process).
 
     A non-blocking ``run`` (its return: compile + start), then the host drains every
-    output in ``outs`` (an Extractor, or a function returning the next message of an
-    external pipe) each step until the run ends (the run time); ``cpu()`` returns
+    output in ``outs`` (an Extractor, an OutPort flagged as an external pipe, or a
+    function returning the next message) each step until the run ends (the run time); ``cpu()`` returns
     CPU seconds (a number, or a dict by process) and is read around the run.
     Returns compile_s, run_s, cpu_s, lava_steps, spikes (the sum drained) and, when cpu()
     gives a dict, by_process.
@@ -102,7 +102,8 @@ def timed_lava_run(top, n_steps: int, outs, cfg, cpu) -> dict:
         t1 = time.perf_counter()
         c1 = cpu()
         spikes = 0.0
-        receives = [out if callable(out) else out.receive for out in outs]
+        receives = [out if callable(out) else out.receive if hasattr(out, "receive")
+                    else out.external_pipe_csp_recv_port.recv for out in outs]
         for _ in range(n_steps):
             for receive in receives:
                 spikes += float(receive().sum())

@@ -239,6 +239,7 @@ class FloatKernels:
         max_sparse = int(np.floor(SPARSE_RECURRENT * k)) if f is not None else -1
         bias = np.ascontiguousarray(self.bias, dtype=np.float64)
         eta, cu, cdu = float(self.eta), float(net.clamp_u), float(net.clamp_du)
+        w_rows, gram, norms = (None, None, None) if f is None else (f.w_rows, f.gram, f.norms)
         self.start(_u_storage(rec, 0, rows, spare[0]))
         tiles = [slice(lo, min(n, lo + TILE_ROWS)) for lo in range(0, n, TILE_ROWS)]
         where = [0] * len(tiles)  # per tile: spare[p] holds its u_t (unless u_t is recorded)
@@ -252,6 +253,7 @@ class FloatKernels:
                 g = slice(rows.start + tile.start, rows.start + tile.stop)  # the trace's rows
                 m = tile.stop - tile.start
                 xt, zt, rt = x[tile], z[tile], rate[tile]
+                drive, xphi, xsq = (part(a, tile) for a in (self.drive, self.xphi, self.xsq))
                 p = where[ti]
                 u = _u_storage(rec, t0, g, spare[p][tile])
                 for t in range(t0, t1):
@@ -262,12 +264,10 @@ class FloatKernels:
                           else np.ascontiguousarray(self.noise[t, tile], dtype=np.float64))
                     mse = rec.step_mse[t, g]
                     n_dense = kernels.step(
-                        u, xi, u_next, zt, rt, part(self.drive, tile),
-                        None if f is None else f.w_rows, part(self.xphi, tile),
-                        None if f is None else f.gram, None if f is None else f.norms,
-                        part(self.xsq, tile), phi_t, xt, recon, bias, mse,
-                        rec.step_zeros[t, g], rec.step_rate[t, g], dense[:m], self.seed,
-                        self.offset + tile.start, t, eta, cu, cdu, max_sparse)
+                        u, xi, u_next, zt, rt, drive, w_rows, xphi, gram, norms, xsq, phi_t,
+                        xt, recon, bias, mse, rec.step_zeros[t, g], rec.step_rate[t, g],
+                        dense[:m], self.seed, self.offset + tile.start, t, eta, cu, cdu,
+                        max_sparse)
                     if n_dense:
                         self._dense_rows(dense[:n_dense], u, zt, xt, phi_t, u_next, mse, recon)
                     self.paths["dense"] += n_dense

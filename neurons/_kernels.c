@@ -219,7 +219,7 @@ __attribute__((target("avx2"))) static void clamp_finish_avx2(const double *y, c
 }
 #endif
 
-static int membrane_avx2 = -1; /* whether membrane_row takes the AVX2 passes (set once) */
+static int membrane_avx2; /* whether membrane_row takes the AVX2 passes (set at import) */
 
 /* out = clamp(u + clamp(eta (fb - b), cdu), cu) over one row of k neurons (bias b (k,)). */
 static void membrane_row(const double *u, const double *fb, const double *b, double *out,
@@ -227,8 +227,6 @@ static void membrane_row(const double *u, const double *fb, const double *b, dou
 {
     double x[CHUNK], y[CHUNK], l[CHUNK];
 #ifdef VECMATH_X86
-    if (membrane_avx2 < 0)
-        membrane_avx2 = cpu_has_avx2();
     if (membrane_avx2) {
         for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
             Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
@@ -734,5 +732,6 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__kernels(void)
 {
     vecmath_use(1);
+    membrane_avx2 = cpu_has_avx2();
     return PyModule_Create(&module);
 }
