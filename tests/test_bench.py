@@ -62,3 +62,42 @@ def test_quick_bench_writes_every_section_with_finite_figures(tmp_path):
         assert figures, f"section {heading!r} has no table figures"
         values = [float(f.replace(",", "")) for f in figures]
         assert all(math.isfinite(v) for v in values), (heading, figures)
+
+
+FORKED_PAIR = """
+import os, sys, time
+import numpy as np
+held = np.ones(32 * 2**20 // 8)  # 32 MiB, resident in the parent before the fork
+pid = os.fork()
+if pid == 0:
+    time.sleep(60)
+    os._exit(0)
+print(pid, flush=True)
+sys.stdin.readline()
+os.kill(pid, 9)
+"""
+
+
+def test_memory_bench_counts_pages_a_fork_shares_once():
+    """The memory verdict's measure: a parent and its fork share a 32 MiB array; RSS counts it
+    twice, the resident pages counted once only once.  Where frame numbers are not readable
+    (not root), the bench must know it and report PSS instead."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_memory
+
+    if not bench_memory.frames_readable():
+        assert not bench_memory._frames(os.getpid()).any()
+        return
+    pair = subprocess.Popen([sys.executable, "-c", FORKED_PAIR], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(pair.stdout.readline())
+        pids = [pair.pid, child]
+        rss = sum(bench_memory._kib(p)[1] for p in pids) / 1024
+        once = bench_memory._resident_once_kib(pids) / 1024
+        alone = bench_memory._resident_once_kib([pair.pid]) / 1024
+    finally:
+        pair.communicate("\n", timeout=30)
+    assert rss >= alone + 32, (rss, alone)
+    assert alone <= once <= alone + 8, (once, alone)
+    assert alone >= 32
