@@ -154,7 +154,7 @@ def _parts(net, x) -> list[tuple[str, float]]:
     from neurons import kernels
 
     n, k, d = x.shape[0], net.n_latents, net.input_dim
-    phi_t = np.ascontiguousarray(net.phi.T)
+    phi_t, phi_c = reference.readout_matrix(net), np.ascontiguousarray(net.phi.T)
     with threadpool_limits(limits=1, user_api="blas"):
         state = reference.run(net, x, 31, threads=1, record=[30])  # a state 30 steps in
         u = np.ascontiguousarray(state.u[0])
@@ -166,22 +166,26 @@ def _parts(net, x) -> list[tuple[str, float]]:
         mse, zeros, mean_rate = (np.empty(n) for _ in range(3))
         dense = np.empty(n, dtype=np.int64)
         fired = kernels.spikes(u, xi, rate, z)
-        np.subtract(x, z @ phi_t, out=residual)
+        np.subtract(x, z @ phi_c, out=residual)
         np.divide(residual, net.sigma2, out=error)
         max_sparse = int(np.floor(reference.SPARSE_RECURRENT * k))
         rec = TraceRecorder(net, x, 1)
         rec.add(0, u, z, recon, residual, rate)  # the pages are touched: copies, not faults
 
-        def step(with_recon=None):
-            kernels.step(u, None, u_next, z, rate, kern.drive, folded.w_rows, kern.xphi,
-                         folded.gram, folded.norms, kern.xsq, phi_t, x, with_recon, net.bias,
-                         mse, zeros, mean_rate, dense, 0, 0, 30, net.eta, net.clamp_u,
-                         net.clamp_du, max_sparse)
+        tiles = [slice(lo, lo + reference.TILE_ROWS) for lo in range(0, n, reference.TILE_ROWS)]
+
+        def step(with_recon=None):  # one call per tile, as FloatKernels.run_rows makes them
+            for s in tiles:
+                kernels.step(u[s], None, u_next[s], z[s], rate[s], kern.drive[s], folded.w_rows,
+                             kern.xphi[s], folded.gram, folded.norms, kern.xsq[s], phi_t, x[s],
+                             None if with_recon is None else with_recon[s], net.bias, mse[s],
+                             zeros[s], mean_rate[s], dense[s], 0, s.start, 30, net.eta,
+                             net.clamp_u, net.clamp_du, max_sparse)
 
         share = f"{fired / z.size:.1%} of counts nonzero"
         parts = [
             ("two dense products (the anchor, one thread)",
-             lambda: (np.matmul(z, phi_t, out=recon), np.matmul(error, net.phi, out=fb))),
+             lambda: (np.matmul(z, phi_c, out=recon), np.matmul(error, net.phi, out=fb))),
             (f"the fused step (`neurons.kernels.step`: noise, e^u, inverse CDF, event-driven "
              f"feedback, membrane, folded MSE; {share})", step),
             ("  the same, writing the read-out Φz (a recorded step)", lambda: step(recon)),

@@ -58,9 +58,10 @@ KEEP_MAX_BYTES = 64 * 2**20
 """The folded weights of a network are kept between its runs while they take at most this."""
 
 
-TILE_ROWS = 8
+TILE_ROWS = 32
 """Rows of a block that the fused path runs together for ``block`` steps at a time (their
-state then stays in the core's cache; see ``FloatKernels.run_rows``)."""
+state then stays in the core's cache; see ``FloatKernels.run_rows``), and that one fused
+step call sums a slice of W's columns for while the slice is in cache."""
 
 
 def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,
@@ -123,7 +124,7 @@ def folded_weights(net) -> Folded:
         return kept[2]
     k = net.n_latents
     gram = net.phi.T @ net.phi if k * k * 8 <= GRAM_MAX_BYTES else None
-    folded = Folded(np.ascontiguousarray(net.recurrent_weights().T), gram,
+    folded = Folded(kernels.row_table(net.recurrent_weights().T), gram,
                     None if gram is None else np.sqrt(np.maximum(np.diagonal(gram), 0.0)))
     if 2 * k * k * 8 <= KEEP_MAX_BYTES:
         _FOLDED[net] = (net.phi.copy(), net.log_sigma.copy(), folded)
@@ -134,11 +135,12 @@ _READOUT = weakref.WeakKeyDictionary()  # net -> (phi, Φᵀ) it was built from
 
 
 def readout_matrix(net) -> np.ndarray:
-    """Φᵀ (K, D) C-contiguous, for the read-out; kept for the next run while Φ is unchanged."""
+    """Φᵀ (K, D) laid out by ``neurons.kernels.row_table``, for the read-out; kept for the
+    next run while Φ is unchanged."""
     kept = _READOUT.get(net)
     if kept is not None and np.array_equal(kept[0], net.phi):
         return kept[1]
-    phi_t = np.ascontiguousarray(net.phi.T)
+    phi_t = kernels.row_table(net.phi.T)
     _READOUT[net] = (net.phi.copy(), phi_t)
     return phi_t
 

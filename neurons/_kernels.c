@@ -11,8 +11,9 @@
  * libm; either way rates, potentials and counts meet the contract of design §2.1
  * (neurons.poisson.EXP_ULP_TOLERANCE, tests/test_kernels.py).  Everything else is compiled
  * without -ffast-math and with -ffp-contract=off, so no FMA or reassociation changes the
- * rounding of the transcribed formulas.  All work on C-contiguous float64
- * buffers and releases the GIL, so callers may split a batch's rows across threads.
+ * rounding of the transcribed formulas.  All work on C-contiguous float64 buffers (the
+ * tables of rows that the event-driven sums read may be padded: get_rows) and release the
+ * GIL, so callers may split a batch's rows across threads.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -77,6 +78,29 @@ static int check_nargs(Py_ssize_t nargs, Py_ssize_t expected, const char *signat
         return 0;
     PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", signature, expected);
     return -1;
+}
+
+/* A table of rows read by the event-driven sums (W, Phi^T): 2-D float64 whose rows are each
+ * contiguous but may lie further apart (a padded array's view, see neurons.kernels.row_table);
+ * returns the distance between rows in elements, or -1 with an error set.  None gives 0 and
+ * view->buf == NULL when `optional`. */
+static Py_ssize_t get_rows(PyObject *arg, Py_buffer *view, const char *what, int optional)
+{
+    if (optional && arg == Py_None) {
+        memset(view, 0, sizeof(*view));
+        return 0;
+    }
+    if (PyObject_GetBuffer(arg, view, PyBUF_STRIDES | PyBUF_FORMAT) < 0)
+        return -1;
+    if (view->ndim != 2 || view->itemsize != 8 || strcmp(view->format, "d") != 0
+            || view->strides[1] != 8 || view->strides[0] % 8 != 0
+            || view->strides[0] < 8 * view->shape[1]) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s must be a 2-D float64 array whose rows are each "
+                     "contiguous (C order, or a view of the first columns of one)", what);
+        return -1;
+    }
+    return view->strides[0] / 8;
 }
 
 /* --- spikes ------------------------------------------------------------------------------- */
@@ -408,9 +432,18 @@ static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (check_nargs(nargs, 3, "readout(z, phi_t, out)") < 0)
         return NULL;
     Py_buffer v[3];
-    if (get_float64(args, v, 3, 1) < 0)
+    PyObject *const contiguous[2] = {args[0], args[2]};
+    Py_ssize_t ld = get_rows(args[1], &v[1], "readout's phi_t", 0);
+    if (ld < 0)
         return NULL;
-    if (v[0].ndim != 2 || v[1].ndim != 2 || v[2].ndim != 2 || v[0].shape[1] != v[1].shape[0]
+    Py_buffer vc[2];
+    if (get_float64(contiguous, vc, 2, 1) < 0) {
+        PyBuffer_Release(&v[1]);
+        return NULL;
+    }
+    v[0] = vc[0];
+    v[2] = vc[1];
+    if (v[0].ndim != 2 || v[2].ndim != 2 || v[0].shape[1] != v[1].shape[0]
             || v[2].shape[0] != v[0].shape[0] || v[2].shape[1] != v[1].shape[1]) {
         release(v, 3);
         PyErr_SetString(PyExc_ValueError, "readout needs z (N, K), phi_t (K, D) and out (N, D)");
@@ -435,7 +468,7 @@ static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             for (Py_ssize_t c0 = 0; c0 < d; c0 += READOUT_COLUMNS) {
                 Py_ssize_t c1 = d - c0 < READOUT_COLUMNS ? d : c0 + READOUT_COLUMNS;
                 for (Py_ssize_t r = 0; r < rows; r++)
-                    rows_sum(val + r * k, idx + r * k, nnz[r], phi_t, d, c0, c1, NULL,
+                    rows_sum(val + r * k, idx + r * k, nnz[r], phi_t, ld, c0, c1, NULL,
                              out + (g + r) * d, avx2);
             }
         }
@@ -480,6 +513,9 @@ static Py_ssize_t elements(const Py_buffer *v)
  * under the contract's 1e-9 relative tolerance on the MSE; else the read-out is summed. */
 #define FOLD_MARGIN 2147483648.0
 
+#define STEP_GROUP 64   /* rows whose feedback shares one pass over the columns of W */
+#define STEP_COLUMNS 32 /* columns per pass: rows_sum_avx2 holds 32 sums in registers */
+
 /* The squared error ||x - Phi z||^2 of one row from the folded quantities: ||x||^2 - 2 z.(Phi^T x)
  * + z.(Phi^T Phi) z over the nonzero counts (nnz^2 / 2 work instead of nnz D).  Each dot product
  * of length D behind xsq, xphi and gram errs by at most gamma_D times the product of the norms
@@ -487,12 +523,12 @@ static Py_ssize_t elements(const Py_buffer *v)
  * with a = sum_j z_j |phi_j| the result errs by at most (D + 2 nnz + 8) 2^-53 (|x| + a)^2;
  * returns -1 when that bound exceeds its value / FOLD_MARGIN. */
 static double folded_sq_error(double xsq, const double *xphi, const double *gram,
-                              const double *norms, Py_ssize_t k, Py_ssize_t d,
+                              const double *norms, Py_ssize_t ld, Py_ssize_t d,
                               const Py_ssize_t *nz, const double *zv, Py_ssize_t nnz)
 {
     double cross = 0.0, a = 0.0, quad = 0.0;
     for (Py_ssize_t i = 0; i < nnz; i++) {
-        const double *g = gram + nz[i] * k;
+        const double *g = gram + nz[i] * ld;
         double inner = 0.0;
         for (Py_ssize_t j = i + 1; j < nnz; j++)
             inner += zv[j] * g[nz[j]];
@@ -509,7 +545,7 @@ PyDoc_STRVAR(step_doc,
 "step(u, xi, u_next, z, rate, drive, w_rows, xphi, gram, norms, xsq, phi_t, x, recon, bias,\n"
 "     mse, zeros, mean_rate, dense, seed, index0, t, eta, clamp_u, clamp_du, max_sparse)\n"
 "     -> number of dense rows\n\n"
-"One inference step (design §1.1) of a row block of n inputs, one pass per row:\n"
+"One inference step (design §1.1) of a row block of n inputs (rows independent):\n"
 "the uniforms (xi (n, K), or the shared streams (seed, index0 + row) at step t when xi is\n"
 "None), rate = e^u and the counts z (n, K) of recipe.h, and for a row with at most\n"
 "max_sparse nonzero counts the event-driven feedback drive + sum_j z_j w_rows[j] and\n"
@@ -544,9 +580,20 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     static const int optional[S_NBUF] = {[S_XI] = 1, [S_DRIVE] = 1, [S_W] = 1, [S_XPHI] = 1,
                                          [S_GRAM] = 1, [S_NORMS] = 1, [S_XSQ] = 1, [S_RECON] = 1};
     Py_buffer v[S_NBUF];
+    Py_ssize_t ld_w = 0, ld_phi = 0, ld_gram = 0;
     for (int i = 0; i < S_NBUF; i++) {
-        if ((!optional[i] && args[i] == Py_None)
-                || get_optional(args[i], &v[i], i == S_DENSE ? "lq" : "d", writable[i]) < 0) {
+        int got;
+        if (!optional[i] && args[i] == Py_None)
+            got = -1;
+        else if (i == S_W)
+            got = (ld_w = get_rows(args[i], &v[i], "step's w_rows", 1)) < 0 ? -1 : 0;
+        else if (i == S_GRAM)
+            got = (ld_gram = get_rows(args[i], &v[i], "step's gram", 1)) < 0 ? -1 : 0;
+        else if (i == S_PHIT)
+            got = (ld_phi = get_rows(args[i], &v[i], "step's phi_t", 0)) < 0 ? -1 : 0;
+        else
+            got = get_optional(args[i], &v[i], i == S_DENSE ? "lq" : "d", writable[i]);
+        if (got < 0) {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_ValueError, "step: argument %d may not be None", i);
             for (int j = 0; j < i; j++)
@@ -560,22 +607,32 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int sparse_ok = v[S_W].buf != NULL;
     int bad = k == 0 || elements(&v[S_U]) != nk || elements(&v[S_UNEXT]) != nk
               || elements(&v[S_Z]) != nk || elements(&v[S_RATE]) != nk
-              || elements(&v[S_X]) != n * d || elements(&v[S_PHIT]) != k * d
+              || elements(&v[S_X]) != n * d || v[S_PHIT].shape[0] != k
+              || v[S_PHIT].shape[1] != d
               || elements(&v[S_MSE]) != n || elements(&v[S_ZEROS]) != n
               || elements(&v[S_MEAN]) != n || elements(&v[S_DENSE]) != n
               || (v[S_XI].buf != NULL && elements(&v[S_XI]) != nk)
               || (v[S_RECON].buf != NULL && elements(&v[S_RECON]) != n * d);
     int folded_mse = v[S_GRAM].buf != NULL;
     if (sparse_ok)
-        bad = bad || elements(&v[S_W]) != k * k || elements(&v[S_DRIVE]) != nk;
+        bad = bad || v[S_W].shape[0] != k || v[S_W].shape[1] != k
+              || elements(&v[S_DRIVE]) != nk;
     if (folded_mse)
-        bad = bad || elements(&v[S_XPHI]) != nk || elements(&v[S_GRAM]) != k * k
+        bad = bad || elements(&v[S_XPHI]) != nk || v[S_GRAM].shape[0] != k
+              || v[S_GRAM].shape[1] != k
               || elements(&v[S_NORMS]) != k || elements(&v[S_XSQ]) != n;
     if (bad) {
         for (int j = 0; j < S_NBUF; j++)
             if (v[j].buf != NULL)
                 PyBuffer_Release(&v[j]);
         PyErr_SetString(PyExc_ValueError, "step: buffer sizes do not match (n, K), (K, K), (n, D)");
+        return NULL;
+    }
+    if (sparse_ok && v[S_U].buf == v[S_UNEXT].buf) { /* u_next holds the feedback first */
+        for (int j = 0; j < S_NBUF; j++)
+            if (v[j].buf != NULL)
+                PyBuffer_Release(&v[j]);
+        PyErr_SetString(PyExc_ValueError, "step: u_next must be another array than u");
         return NULL;
     }
 #define B(i) ((double *)v[i].buf)
@@ -585,63 +642,99 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n_dense = 0;
     int avx2 = cpu_has_avx2(), failed = 0;
     Py_BEGIN_ALLOW_THREADS
-    /* per row: uniforms, 2 scratch for spikes, feedback, read-out (d), nonzero list (2) */
-    double *buf = malloc(((size_t)6 * (size_t)k + (size_t)d + 8) * sizeof(double));
+    /* per call: uniforms and 2 scratch for spikes (k each), a read-out (d), and per row of a
+     * group its nonzero list (index, count: 2 k) */
+    Py_ssize_t group = n < STEP_GROUP ? n : STEP_GROUP;
+    double *buf = malloc(((size_t)3 * (size_t)k + (size_t)d + (size_t)(2 * group * k) + 8)
+                         * sizeof(double));
     if (buf == NULL) {
         failed = 1;
     } else {
-        double *ubuf = buf, *scratch = buf + k, *fb = buf + 3 * k, *nz_val = buf + 4 * k,
-               *rbuf = buf + 6 * k;
-        Py_ssize_t *nz = (Py_ssize_t *)(buf + 5 * k);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const double *ur = B(S_U) + i * k, *xr;
-            double *z = B(S_Z) + i * k, *rate = B(S_RATE) + i * k;
-            if (xi != NULL) {
-                xr = xi + i * k;
-            } else {
-                philox_uniforms(seed, index0 + (uint64_t)i, (uint64_t)t * (uint64_t)k, k, ubuf);
-                xr = ubuf;
+        double *ubuf = buf, *scratch = buf + k, *rbuf = buf + 3 * k, *nz_val = rbuf + d;
+        Py_ssize_t *nz = (Py_ssize_t *)(nz_val + group * k);
+        Py_ssize_t sel[STEP_GROUP], nnz[STEP_GROUP];
+        for (Py_ssize_t g0 = 0; g0 < n; g0 += group) {
+            Py_ssize_t rows = n - g0 < group ? n - g0 : group, n_sel = 0;
+            /* 1. per row: the counts, their nonzero list, the rate's mean and zeros */
+            for (Py_ssize_t r = 0; r < rows; r++) {
+                Py_ssize_t i = g0 + r;
+                const double *ur = B(S_U) + i * k, *xr;
+                double *z = B(S_Z) + i * k, *rate = B(S_RATE) + i * k;
+                if (xi != NULL) {
+                    xr = xi + i * k;
+                } else {
+                    philox_uniforms(seed, index0 + (uint64_t)i, (uint64_t)t * (uint64_t)k, k,
+                                    ubuf);
+                    xr = ubuf;
+                }
+                Py_ssize_t fired = 0;
+                for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
+                    Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
+                    fired += spikes_span(ur + c0, xr + c0, rate + c0, z + c0, m, scratch,
+                                         nz + r * k + fired, nz_val + r * k + fired, c0);
+                }
+                double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0; /* four partial sums, fixed order */
+                Py_ssize_t j = 0;
+                for (; j + 4 <= k; j += 4) {
+                    s0 += rate[j];
+                    s1 += rate[j + 1];
+                    s2 += rate[j + 2];
+                    s3 += rate[j + 3];
+                }
+                for (; j < k; j++)
+                    s0 += rate[j];
+                B(S_MEAN)[i] = ((s0 + s1) + (s2 + s3)) / (double)k;
+                B(S_ZEROS)[i] = (double)(k - fired) / (double)k;
+                if (!sparse_ok || fired > max_sparse) {
+                    dense[n_dense++] = i;
+                    continue;
+                }
+                sel[n_sel] = r;
+                nnz[n_sel++] = fired;
             }
-            Py_ssize_t nnz = 0;
-            for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
-                Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
-                nnz += spikes_span(ur + c0, xr + c0, rate + c0, z + c0, m, scratch, nz + nnz,
-                                   nz_val + nnz, c0);
+            /* 2. the feedback of the group's event-driven rows: drive + the rows of W of the
+             * fired neurons in order of k (the sums of neurons.kernels.readout, then + drive),
+             * written into u_next; and the read-out.  A slice of columns at a time for every
+             * row, so that slice of W (of phi_t) is read from memory once per group. */
+            for (Py_ssize_t c0 = 0; c0 < k; c0 += STEP_COLUMNS) {
+                Py_ssize_t c1 = k - c0 < STEP_COLUMNS ? k : c0 + STEP_COLUMNS;
+                for (Py_ssize_t q = 0; q < n_sel; q++) {
+                    Py_ssize_t r = sel[q], i = g0 + r;
+                    rows_sum(nz_val + r * k, nz + r * k, nnz[q], w, ld_w, c0, c1,
+                             B(S_DRIVE) + i * k, B(S_UNEXT) + i * k, avx2);
+                }
             }
-            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0; /* four partial sums, fixed order */
-            Py_ssize_t j = 0;
-            for (; j + 4 <= k; j += 4) {
-                s0 += rate[j];
-                s1 += rate[j + 1];
-                s2 += rate[j + 2];
-                s3 += rate[j + 3];
+            if (B(S_RECON) != NULL)
+                for (Py_ssize_t c0 = 0; c0 < d; c0 += STEP_COLUMNS) {
+                    Py_ssize_t c1 = d - c0 < STEP_COLUMNS ? d : c0 + STEP_COLUMNS;
+                    for (Py_ssize_t q = 0; q < n_sel; q++) {
+                        Py_ssize_t r = sel[q], i = g0 + r;
+                        rows_sum(nz_val + r * k, nz + r * k, nnz[q], phi_t, ld_phi, c0, c1, NULL,
+                                 B(S_RECON) + i * d, avx2);
+                    }
+                }
+            /* 3. per event-driven row: the membrane (in place over its feedback), the MSE */
+            for (Py_ssize_t q = 0; q < n_sel; q++) {
+                Py_ssize_t r = sel[q], i = g0 + r;
+                const Py_ssize_t *rnz = nz + r * k;
+                const double *rval = nz_val + r * k;
+                double *un = B(S_UNEXT) + i * k;
+                membrane_row(B(S_U) + i * k, un, bias, un, k, eta, cu, cdu);
+                double e = folded_mse ? folded_sq_error(B(S_XSQ)[i], B(S_XPHI) + i * k, gram,
+                                                        norms, ld_gram, d, rnz, rval, nnz[q]) : -1.0;
+                if (e < 0.0) { /* rounding too coarse: sum the residual of the read-out */
+                    const double *rr = rbuf;
+                    if (B(S_RECON) != NULL)
+                        rr = B(S_RECON) + i * d;
+                    else
+                        rows_sum(rval, rnz, nnz[q], phi_t, ld_phi, 0, d, NULL, rbuf, avx2);
+                    const double *xrow = B(S_X) + i * d;
+                    e = 0.0;
+                    for (Py_ssize_t c = 0; c < d; c++)
+                        e += (xrow[c] - rr[c]) * (xrow[c] - rr[c]);
+                }
+                B(S_MSE)[i] = e / (double)d;
             }
-            for (; j < k; j++)
-                s0 += rate[j];
-            B(S_MEAN)[i] = ((s0 + s1) + (s2 + s3)) / (double)k;
-            B(S_ZEROS)[i] = (double)(k - nnz) / (double)k;
-            if (!sparse_ok || nnz > max_sparse) {
-                dense[n_dense++] = i;
-                continue;
-            }
-            /* feedback: the rows of W of the fired neurons in order of k, then the drive
-             * (the sums of neurons.kernels.readout, then + drive) */
-            rows_sum(nz_val, nz, nnz, w, k, 0, k, B(S_DRIVE) + i * k, fb, avx2);
-            membrane_row(ur, fb, bias, B(S_UNEXT) + i * k, k, eta, cu, cdu);
-            double *recon = B(S_RECON) == NULL ? NULL : B(S_RECON) + i * d;
-            if (recon != NULL)
-                rows_sum(nz_val, nz, nnz, phi_t, d, 0, d, NULL, recon, avx2);
-            double e = folded_mse ? folded_sq_error(B(S_XSQ)[i], B(S_XPHI) + i * k, gram, norms,
-                                                    k, d, nz, nz_val, nnz) : -1.0;
-            if (e < 0.0) { /* rounding too coarse: sum the residual of the read-out */
-                double *r = rbuf;
-                rows_sum(nz_val, nz, nnz, phi_t, d, 0, d, NULL, r, avx2);
-                const double *xrow = B(S_X) + i * d;
-                e = 0.0;
-                for (Py_ssize_t c = 0; c < d; c++)
-                    e += (xrow[c] - r[c]) * (xrow[c] - r[c]);
-            }
-            B(S_MSE)[i] = e / (double)d;
         }
         free(buf);
     }

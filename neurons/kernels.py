@@ -66,10 +66,41 @@ def membrane(u, feedback, eta, bias, clamp_u, clamp_du, out):
                       float(eta), float(clamp_u), float(clamp_du))
 
 
+CACHE_LINE = 64  # bytes
+
+
+def row_table(m) -> np.ndarray:
+    """A copy of the 2-D table ``m`` (rows, columns) laid out for the event-driven sums:
+    each row starts on a cache line and rows lie an odd number of lines apart.
+
+    The sums read the rows of the neurons that fired, in no order a prefetcher follows.
+    Rows a power of two of bytes apart (K = 512: 4 KiB) all fall in the same few sets of
+    the caches, so a slice of W cannot stay in cache while a group of inputs reads it, and
+    rows that start mid-line make every other 32-byte load straddle two lines.  The
+    result is a view of the first ``columns`` of a padded array (the padding is zeros):
+    the same numbers, rows ``strides[0]`` bytes apart, accepted wherever a C-contiguous
+    table is.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"row_table needs a 2-D array, got shape {m.shape}")
+    rows, cols = m.shape
+    per_line = CACHE_LINE // 8
+    lines = max(1, -(-cols // per_line))
+    lines += 1 - lines % 2  # odd
+    ld = lines * per_line
+    raw = np.zeros(rows * ld + per_line)
+    start = (-raw.ctypes.data % CACHE_LINE) // 8
+    table = raw[start:start + rows * ld].reshape(rows, ld)
+    table[:, :cols] = m
+    return table[:, :cols]
+
+
 def readout(z, phi_t, out):
     """out ← z @ phi_t summed over the nonzero counts only (event-driven).
 
-    z (N, K) counts, phi_t = Φᵀ (K, D), out (N, D): float64 C-contiguous.  Costs
+    z (N, K) counts, phi_t = Φᵀ (K, D), out (N, D): float64, C-contiguous (phi_t's
+    rows may lie further apart, as :func:`row_table` lays them out).  Costs
     D multiply-adds per nonzero count, against N·K·D for the dense product, and
     sums in order of k, so it agrees with BLAS to rounding.
     """
@@ -82,9 +113,11 @@ def readout(z, phi_t, out):
 def step(u, xi, u_next, z, rate, drive, w_rows, xphi, gram, norms, xsq, phi_t, x, recon, bias,
          mse, zeros, mean_rate, dense, seed, index0, t, eta, clamp_u, clamp_du,
          max_sparse) -> int:
-    """One inference step (design §1.1) of a row block of n inputs, fused: one pass per row.
+    """One inference step (design §1.1) of a row block of n inputs, fused.
 
-    Float64 C-contiguous; n inputs, K latents, D pixels.  Per row: the uniforms ξ
+    Float64 C-contiguous (``w_rows``, ``gram`` and ``phi_t`` may be :func:`row_table`
+    views); n inputs, K latents, D pixels.  The rows are computed independently, in groups
+    that share each pass over a slice of W's (and Φᵀ's) columns.  Per row: the uniforms ξ
     (``xi`` (n, K), or when None the shared streams of design §2.2 for samples
     index0 + row at step ``t``, computed in place), ``rate`` (n, K) ← e^u and ``z``
     (n, K) ← the counts of :func:`spikes` (bit for bit), ``zeros`` (n,) the share of

@@ -191,6 +191,53 @@ def test_readout_sums_the_fired_columns_only():
         kernels.readout(z, phi_t[:-1], out)
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (33, 21), (7, 784), (1, 1)])
+def test_row_table_aligns_rows_an_odd_number_of_cache_lines_apart(shape):
+    m = np.random.default_rng(5).standard_normal(shape)
+    table = kernels.row_table(m)
+    np.testing.assert_array_equal(table, m)
+    assert table.ctypes.data % kernels.CACHE_LINE == 0
+    lines, rest = divmod(table.strides[0], kernels.CACHE_LINE)
+    assert rest == 0 and lines % 2 == 1 and table.strides[1] == 8
+    with pytest.raises(ValueError, match="2-D"):
+        kernels.row_table(m.ravel())
+
+
+def test_sums_over_a_row_table_equal_the_contiguous_ones_bit_for_bit():
+    """The step and the read-out read the same numbers from a padded table as from a
+    C-contiguous one (only where the rows lie changes), and refuse a table whose rows are
+    not contiguous."""
+    net, _, _ = planted_network(64, 96, 5, seed=0, n_inputs=1)
+    x, _ = planted_inputs(net, 40, 5, seed=2)
+    folded = reference.folded_weights(net)
+    kern = reference.FloatKernels(net, 0, 0, None, 8, x=x, folded=folded)
+    u = reference.run(net, x, 6, record=[5]).u[0]
+    n, k, d = len(x), net.n_latents, net.input_dim
+    results = []
+    for layout in (np.ascontiguousarray, kernels.row_table):
+        w, gram, phi_t = (layout(a) for a in (folded.w_rows, folded.gram, net.phi.T))
+        out = [np.full((n, k), np.nan), np.empty((n, k)), np.empty((n, k)),
+               np.full((n, d), np.nan), np.empty(n), np.empty(n), np.empty(n)]
+        u_next, z, rate, recon, mse, zeros, mean = out
+        dense = np.empty(n, dtype=np.int64)
+        n_dense = kernels.step(u, None, u_next, z, rate, kern.drive, w, kern.xphi, gram,
+                               folded.norms, kern.xsq, phi_t, x, recon, net.bias, mse, zeros,
+                               mean, dense, 0, 0, 5, net.eta, net.clamp_u, net.clamp_du, k)
+        assert n_dense == 0
+        read = np.empty((n, d))
+        kernels.readout(z, phi_t, read)
+        results.append(out + [read])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(results[0][3], results[0][1] @ net.phi.T, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="rows are each contiguous"):
+        kernels.readout(results[0][1], np.asfortranarray(net.phi.T), np.empty((n, d)))
+    with pytest.raises(ValueError, match="u_next must be another array"):
+        kernels.step(u, None, u, z, rate, kern.drive, w, kern.xphi, gram, folded.norms,
+                     kern.xsq, phi_t, x, None, net.bias, mse, zeros, mean, dense, 0, 0, 5,
+                     net.eta, net.clamp_u, net.clamp_du, k)
+
+
 def test_uniforms_are_numpys_philox_streams_bit_for_bit():
     for seed, first, step0, steps, n, k in [(0, 0, 0, 5, 3, 7), (12345, 2**62 + 5, 3, 4, 2, 513),
                                             (7, 99, 11, 2, 4, 1), (2**63 - 1, 5, 1, 3, 2, 6)]:
