@@ -113,6 +113,109 @@ static Py_ssize_t get_rows(PyObject *arg, Py_buffer *view, const char *what, int
  * `scratch` holds 2 m doubles.  Where xi < 1 - r - 2^-48 the count is 0 without computing e^-r:
  * e^-r >= 1 - r, so the recipe's first test (e^-r >= xi) holds; the counts are the recipe's, bit
  * for bit (only the work is skipped).  Rates above START^2 start the search elsewhere. */
+static int candidates_avx2; /* whether spikes_span scans with AVX2 (set at import) */
+
+/* counts[j] = 0 for j0 <= j < m, and the candidates for a nonzero count (xi >= 1 - r - margin,
+ * or NaN) listed after the first `rest` in idx, with p0 = -r (0 for a far rate); returns the
+ * list's new length. */
+static Py_ssize_t candidates_scan(const double *xi, const double *rate, double *counts,
+                                  Py_ssize_t j0, Py_ssize_t m, Py_ssize_t *idx, double *p0,
+                                  Py_ssize_t rest)
+{
+    for (Py_ssize_t j = j0; j < m; j++) {
+        double r = rate[j];
+        counts[j] = 0.0;
+        if (xi[j] < (1.0 - r) - ZERO_MARGIN)
+            continue;
+        idx[rest] = j;
+        p0[rest++] = ipvae_icdf_far(r) ? 0.0 : -r;
+    }
+    return rest;
+}
+
+#ifdef VECMATH_X86
+/* The scan of spikes_span four lanes at a time: the same comparison (NaN a candidate), the
+ * candidates' list in order; most groups of four hold none, so no branch per element. */
+__attribute__((target("avx2"))) static Py_ssize_t candidates_scan_avx2(
+        const double *xi, const double *rate, double *counts, Py_ssize_t m, Py_ssize_t *idx,
+        double *p0)
+{
+    const __m256d one = _mm256_set1_pd(1.0), margin = _mm256_set1_pd(ZERO_MARGIN),
+                  zero = _mm256_setzero_pd();
+    Py_ssize_t j = 0, rest = 0;
+    for (; j + 4 <= m; j += 4) {
+        __m256d r = _mm256_loadu_pd(rate + j);
+        __m256d edge = _mm256_sub_pd(_mm256_sub_pd(one, r), margin);
+        int bits = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(xi + j), edge, _CMP_NLT_UQ));
+        _mm256_storeu_pd(counts + j, zero);
+        while (bits) {
+            Py_ssize_t i = j + __builtin_ctz((unsigned)bits);
+            bits &= bits - 1;
+            idx[rest] = i;
+            p0[rest++] = ipvae_icdf_far(rate[i]) ? 0.0 : -rate[i];
+        }
+    }
+    return candidates_scan(xi, rate, counts, j, m, idx, p0, rest);
+}
+#endif
+
+/* The recipe's count for candidate j whose e^-r is p (ignored for a far rate). */
+static double search_one(const double *xi, const double *rate, Py_ssize_t j, double p)
+{
+    double c0 = 0.0;
+    if (ipvae_icdf_far(rate[j]))
+        c0 = ipvae_icdf_start(rate[j], &p);
+    return ipvae_icdf_search(xi[j], rate[j], c0, p);
+}
+
+#ifdef VECMATH_X86
+/* counts[idx[i]] for the candidates i in groups of four, each lane running recipe.h's
+ * ipvae_icdf_search from count 0 with pmf p0[i]: a lane takes the scalar loop's operations in
+ * its order and stops where it stops (blends keep a stopped lane's values), so the counts
+ * are the scalar code's bit for bit.  A group with a far rate is left to search_one. Returns
+ * how many candidates it did (a multiple of four; the rest are the caller's). */
+__attribute__((target("avx2"))) static Py_ssize_t search_avx2(const double *xi,
+                                                              const double *rate,
+                                                              const Py_ssize_t *idx,
+                                                              const double *p0, Py_ssize_t rest,
+                                                              double *counts)
+{
+    const __m256d one = _mm256_set1_pd(1.0), sigmas = _mm256_set1_pd(IPVAE_ICDF_CAP_SIGMAS),
+                  extra = _mm256_set1_pd(IPVAE_ICDF_CAP_EXTRA),
+                  far = _mm256_set1_pd(IPVAE_ICDF_START_SIGMAS * IPVAE_ICDF_START_SIGMAS);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= rest; i += 4) {
+        const Py_ssize_t *q = idx + i;
+        __m256d r = _mm256_set_pd(rate[q[3]], rate[q[2]], rate[q[1]], rate[q[0]]);
+        __m256d x = _mm256_set_pd(xi[q[3]], xi[q[2]], xi[q[1]], xi[q[0]]);
+        double c[4];
+        if (_mm256_movemask_pd(_mm256_cmp_pd(r, far, _CMP_GT_OQ))) {
+            for (int l = 0; l < 4; l++)
+                counts[q[l]] = search_one(xi, rate, q[l], p0[i + l]);
+            continue;
+        }
+        __m256d p = _mm256_loadu_pd(p0 + i), cdf = p, m = _mm256_setzero_pd();
+        __m256d live = _mm256_cmp_pd(cdf, x, _CMP_LT_OQ);
+        if (_mm256_movemask_pd(live)) {
+            __m256d cap = _mm256_add_pd(_mm256_add_pd(r, _mm256_mul_pd(sigmas, _mm256_sqrt_pd(r))),
+                                        extra);
+            live = _mm256_and_pd(live, _mm256_cmp_pd(m, cap, _CMP_LT_OQ));
+            while (_mm256_movemask_pd(live)) {
+                m = _mm256_blendv_pd(m, _mm256_add_pd(m, one), live);
+                p = _mm256_blendv_pd(p, _mm256_mul_pd(p, _mm256_div_pd(r, m)), live);
+                cdf = _mm256_blendv_pd(cdf, _mm256_add_pd(cdf, p), live);
+                live = _mm256_and_pd(live, _mm256_and_pd(_mm256_cmp_pd(cdf, x, _CMP_LT_OQ),
+                                                         _mm256_cmp_pd(m, cap, _CMP_LT_OQ)));
+            }
+        }
+        _mm256_storeu_pd(c, m);
+        for (int l = 0; l < 4; l++)
+            counts[q[l]] = c[l];
+    }
+    return i;
+}
+#endif
+
 static Py_ssize_t spikes_span(const double *u, const double *xi, double *rate, double *counts,
                               Py_ssize_t m, double *scratch, Py_ssize_t *nz_idx, double *nz_val,
                               Py_ssize_t nz_base)
@@ -121,22 +224,23 @@ static Py_ssize_t spikes_span(const double *u, const double *xi, double *rate, d
     Py_ssize_t *idx = (Py_ssize_t *)(scratch + m), rest = 0, fired = 0;
     memcpy(rate, u, (size_t)m * sizeof(double));
     map_exp(rate, m);
-    for (Py_ssize_t j = 0; j < m; j++) {
-        double r = rate[j];
-        counts[j] = 0.0;
-        if (xi[j] < (1.0 - r) - ZERO_MARGIN)
-            continue;
-        idx[rest] = j;
-        p0[rest++] = ipvae_icdf_far(r) ? 0.0 : -r;
-    }
+#ifdef VECMATH_X86
+    if (candidates_avx2)
+        rest = candidates_scan_avx2(xi, rate, counts, m, idx, p0);
+    else
+#endif
+        rest = candidates_scan(xi, rate, counts, 0, m, idx, p0, 0);
     map_exp(p0, rest);
-    for (Py_ssize_t i = 0; i < rest; i++) {
+    Py_ssize_t i = 0;
+#ifdef VECMATH_X86
+    if (candidates_avx2)
+        i = search_avx2(xi, rate, idx, p0, rest, counts);
+#endif
+    for (; i < rest; i++)
+        counts[idx[i]] = search_one(xi, rate, idx[i], p0[i]);
+    for (i = 0; i < rest; i++) {
         Py_ssize_t j = idx[i];
-        double c0 = 0.0, p = p0[i];
-        if (ipvae_icdf_far(rate[j]))
-            c0 = ipvae_icdf_start(rate[j], &p);
-        double c = ipvae_icdf_search(xi[j], rate[j], c0, p);
-        counts[j] = c;
+        double c = counts[j];
         if (c != 0.0) {
             if (nz_idx != NULL) {
                 nz_idx[fired] = nz_base + j;
@@ -792,19 +896,44 @@ PyDoc_STRVAR(vector_math_doc,
 "Whether spikes and membrane compute exp and log1p with libmvec (AVX2); on=True/False\n"
 "asks for it / for scalar libm.  Returns the setting in force.");
 
+/* The argument of a switch f(on=None): 1 or 0 in *on when given, -1 when None or absent;
+ * returns -1 with an error set for a bad call. */
+static int switch_arg(PyObject *const *args, Py_ssize_t nargs, const char *name, int *on)
+{
+    *on = -1;
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "%s(on=None) takes at most 1 argument", name);
+        return -1;
+    }
+    if (nargs == 1 && args[0] != Py_None && (*on = PyObject_IsTrue(args[0])) < 0)
+        return -1;
+    return 0;
+}
+
 static PyObject *vector_math(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "vector_math(on=None) takes at most 1 argument");
+    int on;
+    if (switch_arg(args, nargs, "vector_math", &on) < 0)
         return NULL;
-    }
-    if (nargs == 1 && args[0] != Py_None) {
-        int on = PyObject_IsTrue(args[0]);
-        if (on < 0)
-            return NULL;
+    if (on >= 0)
         vecmath_use(on);
-    }
     return PyBool_FromLong(vecmath_on);
+}
+
+PyDoc_STRVAR(own_simd_doc,
+"own_simd(on=None) -> bool\n\n"
+"Whether the membrane's element-wise passes and the inverse CDF's scan and search take\n"
+"their AVX2 code (the same numbers as their scalar code, bit for bit: a switch for tests);\n"
+"on=True/False asks for it (True only where the CPU has AVX2).  Returns the setting.");
+
+static PyObject *own_simd(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int on;
+    if (switch_arg(args, nargs, "own_simd", &on) < 0)
+        return NULL;
+    if (on >= 0)
+        membrane_avx2 = candidates_avx2 = on && cpu_has_avx2();
+    return PyBool_FromLong(membrane_avx2);
 }
 
 static PyMethodDef methods[] = {
@@ -814,6 +943,7 @@ static PyMethodDef methods[] = {
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
     {"uniforms", (PyCFunction)(void (*)(void))uniforms, METH_FASTCALL, uniforms_doc},
     {"vector_math", (PyCFunction)(void (*)(void))vector_math, METH_FASTCALL, vector_math_doc},
+    {"own_simd", (PyCFunction)(void (*)(void))own_simd, METH_FASTCALL, own_simd_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -826,5 +956,6 @@ PyMODINIT_FUNC PyInit__kernels(void)
 {
     vecmath_use(1);
     membrane_avx2 = cpu_has_avx2();
+    candidates_avx2 = membrane_avx2;
     return PyModule_Create(&module);
 }

@@ -127,6 +127,38 @@ def test_counts_on_cdf_steps_flip_only_within_rounding(math_mode):
     assert flips < u.size / 2  # most still agree: ties resolve alike unless rounding differs
 
 
+@pytest.mark.numerics
+def test_the_kernels_own_avx2_loops_give_their_scalar_code_bit_for_bit(math_mode, membrane_case):
+    """The inverse CDF's scan and four-lane search, and the membrane's passes, in AVX2 and in
+    scalar code: the same counts and potentials, NaN included, ξ on the CDF steps of the
+    rates the kernel computed, far rates and the cap."""
+    from neurons import _kernels
+
+    if not _kernels.own_simd(None):
+        pytest.skip("this CPU has no AVX2: only the scalar code runs here")
+    u, xi = _spike_inputs()
+    u, xi = np.concatenate([u, [np.nan, 0.5, 2.0]]), np.concatenate([xi, [0.5, np.nan, 0.9]])
+    rate = np.empty_like(u)
+    kernels.spikes(u, xi, rate, np.empty_like(u))
+    near = np.flatnonzero((rate > 0.05) & (rate < 16.0))[::40]
+    on_step = np.array([recipe_cdf(1 + j % 3, rate[j]) for j in near])
+    u, xi = np.concatenate([u, u[near]]), np.concatenate([xi, np.minimum(on_step, 0.999)])
+    uu, fb, eta, bias, cu, cdu, _ = membrane_case
+    got = []
+    try:
+        for on in (True, False):
+            assert _kernels.own_simd(on) is on
+            rate, counts, u_next = np.empty_like(u), np.empty_like(u), np.empty_like(uu)
+            fired = kernels.spikes(u, xi, rate, counts)
+            kernels.membrane(uu, fb, eta, bias, cu, cdu, u_next)
+            got.append((fired, rate, counts, u_next))
+    finally:
+        _kernels.own_simd(True)
+    assert got[0][0] == got[1][0]
+    for a, b in zip(got[0][1:], got[1][1:]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.fixture(scope="module")
 def membrane_case():
     """(u, fb, eta, bias, c_u, c_du, exact): inputs over every regime, and the exact update."""
