@@ -188,7 +188,7 @@ def main(directory: str) -> int:
     else:
         cfg = Loihi2SimCfg(select_tag="fixed_pt", select_sub_proc_model=True)
     period, stride = ipvae.period, ipvae.stride
-    phi_t = np.ascontiguousarray(net.phi.T)
+    phi_t = kernels.row_table(net.phi.T)
     block = max(1, min(BLOCK, steps))
     z_block = np.zeros((block, k))  # counts z_t (float64 integers) of the block's steps
     u_block = np.zeros((block, k))

@@ -60,8 +60,9 @@ KEEP_MAX_BYTES = 64 * 2**20
 
 TILE_ROWS = 32
 """Rows of a block that the fused path runs together for ``block`` steps at a time (their
-state then stays in the core's cache; see ``FloatKernels.run_rows``), and that one fused
-step call sums a slice of W's columns for while the slice is in cache."""
+state then stays in the core's cache; see ``FloatKernels.run_rows``).  One fused step call
+takes a tile, and sums each slice of W's columns for all its rows while the slice is in
+cache."""
 
 
 def run(net, x, steps, *, seed=0, offset=0, noise=None, record=None, rate_metrics=False,

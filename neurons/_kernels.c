@@ -113,7 +113,10 @@ static Py_ssize_t get_rows(PyObject *arg, Py_buffer *view, const char *what, int
  * `scratch` holds 2 m doubles.  Where xi < 1 - r - 2^-48 the count is 0 without computing e^-r:
  * e^-r >= 1 - r, so the recipe's first test (e^-r >= xi) holds; the counts are the recipe's, bit
  * for bit (only the work is skipped).  Rates above START^2 start the search elsewhere. */
-static int candidates_avx2; /* whether spikes_span scans with AVX2 (set at import) */
+/* Whether the kernels take their own AVX2 loops (the inverse CDF's scan and search, the
+ * membrane's passes, the event-driven sums): set at import where the CPU has AVX2, switched
+ * by own_simd() for tests; each loop gives its scalar code's numbers bit for bit. */
+static int own_avx2;
 
 /* counts[j] = 0 for j0 <= j < m, and the candidates for a nonzero count (xi >= 1 - r - margin,
  * or NaN) listed after the first `rest` in idx, with p0 = -r (0 for a far rate); returns the
@@ -225,7 +228,7 @@ static Py_ssize_t spikes_span(const double *u, const double *xi, double *rate, d
     memcpy(rate, u, (size_t)m * sizeof(double));
     map_exp(rate, m);
 #ifdef VECMATH_X86
-    if (candidates_avx2)
+    if (own_avx2)
         rest = candidates_scan_avx2(xi, rate, counts, m, idx, p0);
     else
 #endif
@@ -233,7 +236,7 @@ static Py_ssize_t spikes_span(const double *u, const double *xi, double *rate, d
     map_exp(p0, rest);
     Py_ssize_t i = 0;
 #ifdef VECMATH_X86
-    if (candidates_avx2)
+    if (own_avx2)
         i = search_avx2(xi, rate, idx, p0, rest, counts);
 #endif
     for (; i < rest; i++)
@@ -347,7 +350,6 @@ __attribute__((target("avx2"))) static void clamp_finish_avx2(const double *y, c
 }
 #endif
 
-static int membrane_avx2; /* whether membrane_row takes the AVX2 passes (set at import) */
 
 /* out = clamp(u + clamp(eta (fb - b), cdu), cu) over one row of k neurons (bias b (k,)). */
 static void membrane_row(const double *u, const double *fb, const double *b, double *out,
@@ -355,7 +357,7 @@ static void membrane_row(const double *u, const double *fb, const double *b, dou
 {
     double x[CHUNK], y[CHUNK], l[CHUNK];
 #ifdef VECMATH_X86
-    if (membrane_avx2) {
+    if (own_avx2) {
         for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
             Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
             clamp_prep_avx2(fb + c0, b + c0, eta, cdu, y, l, m);
@@ -556,7 +558,7 @@ static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t n = v[0].shape[0], k = v[0].shape[1], d = v[1].shape[1];
     const double *z = v[0].buf, *phi_t = v[1].buf;
     double *out = v[2].buf;
-    int avx2 = cpu_has_avx2(), failed = 0;
+    int avx2 = own_avx2, failed = 0;
     Py_BEGIN_ALLOW_THREADS
     /* rows in groups: their nonzero lists, then the columns a slice at a time for every row
      * of the group, so that slice of phi_t is read from memory once per group */
@@ -605,6 +607,14 @@ static int get_optional(PyObject *arg, Py_buffer *view, const char *fmt, int wri
         return -1;
     }
     return 0;
+}
+
+/* Release the views v[0 .. n) that hold a buffer (None gave buf == NULL). */
+static void release_held(Py_buffer *v, int n)
+{
+    for (int j = 0; j < n; j++)
+        if (v[j].buf != NULL)
+            PyBuffer_Release(&v[j]);
 }
 
 /* Elements of a buffer (0 for None). */
@@ -700,9 +710,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (got < 0) {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_ValueError, "step: argument %d may not be None", i);
-            for (int j = 0; j < i; j++)
-                if (v[j].buf != NULL)
-                    PyBuffer_Release(&v[j]);
+            release_held(v, i);
             return NULL;
         }
     }
@@ -726,17 +734,15 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
               || v[S_GRAM].shape[1] != k
               || elements(&v[S_NORMS]) != k || elements(&v[S_XSQ]) != n;
     if (bad) {
-        for (int j = 0; j < S_NBUF; j++)
-            if (v[j].buf != NULL)
-                PyBuffer_Release(&v[j]);
+        release_held(v, S_NBUF);
         PyErr_SetString(PyExc_ValueError, "step: buffer sizes do not match (n, K), (K, K), (n, D)");
         return NULL;
     }
-    if (sparse_ok && v[S_U].buf == v[S_UNEXT].buf) { /* u_next holds the feedback first */
-        for (int j = 0; j < S_NBUF; j++)
-            if (v[j].buf != NULL)
-                PyBuffer_Release(&v[j]);
-        PyErr_SetString(PyExc_ValueError, "step: u_next must be another array than u");
+    uintptr_t u0 = (uintptr_t)v[S_U].buf, un0 = (uintptr_t)v[S_UNEXT].buf;
+    if (sparse_ok && u0 < un0 + (uintptr_t)v[S_UNEXT].len && un0 < u0 + (uintptr_t)v[S_U].len) {
+        /* u_next holds the feedback before the membrane reads u */
+        release_held(v, S_NBUF);
+        PyErr_SetString(PyExc_ValueError, "step: u_next must not overlap u");
         return NULL;
     }
 #define B(i) ((double *)v[i].buf)
@@ -744,7 +750,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                  *phi_t = B(S_PHIT), *bias = B(S_BIAS);
     int64_t *dense = (int64_t *)v[S_DENSE].buf;
     Py_ssize_t n_dense = 0;
-    int avx2 = cpu_has_avx2(), failed = 0;
+    int avx2 = own_avx2, failed = 0;
     Py_BEGIN_ALLOW_THREADS
     /* per call: uniforms and 2 scratch for spikes (k each), a read-out (d), and per row of a
      * group its nonzero list (index, count: 2 k) */
@@ -844,9 +850,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_END_ALLOW_THREADS
 #undef B
-    for (int j = 0; j < S_NBUF; j++)
-        if (v[j].buf != NULL)
-            PyBuffer_Release(&v[j]);
+    release_held(v, S_NBUF);
     if (failed)
         return PyErr_NoMemory();
     return PyLong_FromSsize_t(n_dense);
@@ -922,8 +926,9 @@ static PyObject *vector_math(PyObject *self, PyObject *const *args, Py_ssize_t n
 
 PyDoc_STRVAR(own_simd_doc,
 "own_simd(on=None) -> bool\n\n"
-"Whether the membrane's element-wise passes and the inverse CDF's scan and search take\n"
-"their AVX2 code (the same numbers as their scalar code, bit for bit: a switch for tests);\n"
+"Whether the kernels' own loops (the inverse CDF's scan and search, the membrane's passes,\n"
+"the event-driven sums) take their AVX2 code, the same numbers as their scalar code bit\n"
+"for bit (a switch for tests);\n"
 "on=True/False asks for it (True only where the CPU has AVX2).  Returns the setting.");
 
 static PyObject *own_simd(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -932,8 +937,8 @@ static PyObject *own_simd(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (switch_arg(args, nargs, "own_simd", &on) < 0)
         return NULL;
     if (on >= 0)
-        membrane_avx2 = candidates_avx2 = on && cpu_has_avx2();
-    return PyBool_FromLong(membrane_avx2);
+        own_avx2 = on && cpu_has_avx2();
+    return PyBool_FromLong(own_avx2);
 }
 
 static PyMethodDef methods[] = {
@@ -955,7 +960,6 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__kernels(void)
 {
     vecmath_use(1);
-    membrane_avx2 = cpu_has_avx2();
-    candidates_avx2 = membrane_avx2;
+    own_avx2 = cpu_has_avx2();
     return PyModule_Create(&module);
 }

@@ -129,9 +129,9 @@ def test_counts_on_cdf_steps_flip_only_within_rounding(math_mode):
 
 @pytest.mark.numerics
 def test_the_kernels_own_avx2_loops_give_their_scalar_code_bit_for_bit(math_mode, membrane_case):
-    """The inverse CDF's scan and four-lane search, and the membrane's passes, in AVX2 and in
-    scalar code: the same counts and potentials, NaN included, ξ on the CDF steps of the
-    rates the kernel computed, far rates and the cap."""
+    """The inverse CDF's scan and four-lane search, the membrane's passes and the
+    event-driven sums, in AVX2 and in scalar code: the same counts, potentials and sums, NaN
+    included, ξ on the CDF steps of the rates the kernel computed, far rates and the cap."""
     from neurons import _kernels
 
     if not _kernels.own_simd(None):
@@ -144,6 +144,7 @@ def test_the_kernels_own_avx2_loops_give_their_scalar_code_bit_for_bit(math_mode
     on_step = np.array([recipe_cdf(1 + j % 3, rate[j]) for j in near])
     u, xi = np.concatenate([u, u[near]]), np.concatenate([xi, np.minimum(on_step, 0.999)])
     uu, fb, eta, bias, cu, cdu, _ = membrane_case
+    table = kernels.row_table(np.random.default_rng(3).standard_normal((uu.shape[1], 37)))
     got = []
     try:
         for on in (True, False):
@@ -151,7 +152,9 @@ def test_the_kernels_own_avx2_loops_give_their_scalar_code_bit_for_bit(math_mode
             rate, counts, u_next = np.empty_like(u), np.empty_like(u), np.empty_like(uu)
             fired = kernels.spikes(u, xi, rate, counts)
             kernels.membrane(uu, fb, eta, bias, cu, cdu, u_next)
-            got.append((fired, rate, counts, u_next))
+            read = np.empty((len(uu), 37))
+            kernels.readout(np.round(np.exp(uu)), table, read)
+            got.append((fired, rate, counts, u_next, read))
     finally:
         _kernels.own_simd(True)
     assert got[0][0] == got[1][0]
@@ -264,10 +267,13 @@ def test_sums_over_a_row_table_equal_the_contiguous_ones_bit_for_bit():
     np.testing.assert_allclose(results[0][3], results[0][1] @ net.phi.T, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="rows are each contiguous"):
         kernels.readout(results[0][1], np.asfortranarray(net.phi.T), np.empty((n, d)))
-    with pytest.raises(ValueError, match="u_next must be another array"):
-        kernels.step(u, None, u, z, rate, kern.drive, w, kern.xphi, gram, folded.norms,
-                     kern.xsq, phi_t, x, None, net.bias, mse, zeros, mean, dense, 0, 0, 5,
-                     net.eta, net.clamp_u, net.clamp_du, k)
+    shifted = np.empty((n + 1, k))
+    shifted[:-1] = u
+    for u_in, u_out in ((u, u), (shifted[:-1], shifted[1:])):  # the same array; one row apart
+        with pytest.raises(ValueError, match="u_next must not overlap u"):
+            kernels.step(u_in, None, u_out, z, rate, kern.drive, w, kern.xphi, gram,
+                         folded.norms, kern.xsq, phi_t, x, None, net.bias, mse, zeros, mean,
+                         dense, 0, 0, 5, net.eta, net.clamp_u, net.clamp_du, k)
 
 
 def test_uniforms_are_numpys_philox_streams_bit_for_bit():
