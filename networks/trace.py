@@ -180,9 +180,13 @@ class TraceRecorder:
         if self.rate_metrics:
             self.step_rate_mse[span, rows] = np.mean((x[None] - r @ self.net.phi.T) ** 2, axis=2)
         lo, hi = np.searchsorted(self.steps, [t0, t0 + b])
-        for i in range(lo, hi):
-            j = int(self.steps[i]) - t0
-            self.spikes[i, rows], self.u[i, rows], self.recon[i, rows] = z[j], u[j], recon[j]
+        # The block's recorded steps, as indices into it: one fancy-indexed copy per array
+        # (every step recorded, the default, is a plain slice).
+        j = self.steps[lo:hi] - t0
+        if hi > lo and j[-1] - j[0] == hi - lo - 1:
+            j = slice(int(j[0]), int(j[-1]) + 1)
+        self.spikes[lo:hi, rows], self.u[lo:hi, rows] = z[j], u[j]
+        self.recon[lo:hi, rows] = recon[j]
 
     def finish(self, u_final=None) -> Trace:
         """Close the run with the final potentials u_T (N, K) (None: already in
