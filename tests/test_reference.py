@@ -162,3 +162,24 @@ def test_reference_options_are_checked():
         simulate(net, x, 4, block=0)
     with pytest.raises(ValueError, match="threads"):
         simulate(net, x, 4, threads=0)
+
+
+@pytest.mark.parametrize("record", [None, [3, 4, 5, 6], [0, 2, 7, 8, 11], [9], []])
+def test_a_block_of_steps_records_what_as_many_single_steps_record(record):
+    from networks.trace import TraceRecorder
+
+    net, x, _ = planted_network(12, 7, 3, seed=1, n_inputs=2)
+    rng = np.random.default_rng(0)
+    steps = 12
+    u = rng.normal(-1.0, 1.0, (steps, 2, 7))
+    z = rng.poisson(np.exp(u)).astype(np.float64)
+    recon = z @ net.phi.T
+    one, block = (TraceRecorder(net, x, steps, record) for _ in range(2))
+    for t in range(steps):
+        one.add(t, u[t], z[t], recon[t])
+    block.add_block(0, u[:5], z[:5])       # read-out computed inside
+    block.add_block(5, u[5:], z[5:], recon=recon[5:])
+    a, b = one.finish(u[-1]), block.finish(u[-1])
+    for name in ("spikes", "u", "recon", "step_mse", "step_zeros", "step_rate"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-12, atol=1e-12,
+                                   err_msg=name)
