@@ -209,6 +209,13 @@ def _parts(net, x) -> list[tuple[str, float]]:
                 for name, f in parts]
 
 
+def _own_simd() -> str:
+    """Which of the kernels' own SIMD loops run here (neurons._kernels.own_simd)."""
+    from neurons import _kernels
+
+    return {8: "AVX2, AVX-512 event-driven sums", 4: "AVX2"}.get(_kernels.own_simd(), "scalar")
+
+
 def _memory() -> str:
     try:
         r = run_json(["-c", MEMORY_PROBE], "memory probe", timeout=1800)
@@ -243,7 +250,9 @@ def bench() -> str:
     parts = {"planted": _parts(net, x[:N // blocks]),
              "trained MNIST": _parts(mnist, mnist_x[:N // blocks])}
     engine = ("compiled C kernels (neurons/_kernels.c), exp/log1p "
-              + ("vectorised (glibc libmvec, AVX2)" if kernels.vector_math() else "scalar libm")
+              + ({8: "vectorised (glibc libmvec, AVX-512)", 4: "vectorised (glibc libmvec, AVX2)"}
+                 .get(kernels.vector_lanes(), "scalar libm"))
+              + f"; own SIMD loops: {_own_simd()}"
               if kernels.compiled() else "numpy fallback (the C kernels were not built)")
     engine += f"; {blocks} row block(s) in threads, BLAS single-threaded within each"
     torch_blas = ("MKL" if torch.backends.mkl.is_available() else "other") + \

@@ -7,7 +7,7 @@
  * - `uniforms`: the shared-noise streams (_philox.h), equal to numpy's bit for bit.
  *
  * The constants and the scalar steps come from recipe.h.  exp and log1p run through
- * _vecmath.h: libmvec's AVX2 code where available (within 1-2 ulp of libm), else scalar
+ * _vecmath.h: libmvec's AVX-512 or AVX2 code where available (within 1-2 ulp of libm), else scalar
  * libm; either way rates, potentials and counts meet the contract of design §2.1
  * (neurons.poisson.EXP_ULP_TOLERANCE, tests/test_kernels.py).  Everything else is compiled
  * without -ffast-math and with -ffp-contract=off, so no FMA or reassociation changes the
@@ -113,9 +113,10 @@ static Py_ssize_t get_rows(PyObject *arg, Py_buffer *view, const char *what, int
  * `scratch` holds 2 m doubles.  Where xi < 1 - r - 2^-48 the count is 0 without computing e^-r:
  * e^-r >= 1 - r, so the recipe's first test (e^-r >= xi) holds; the counts are the recipe's, bit
  * for bit (only the work is skipped).  Rates above START^2 start the search elsewhere. */
-/* Whether the kernels take their own AVX2 loops (the inverse CDF's scan and search, the
- * membrane's passes, the event-driven sums): set at import where the CPU has AVX2, switched
- * by own_simd() for tests; each loop gives its scalar code's numbers bit for bit. */
+/* Whether the kernels take their own SIMD loops (the inverse CDF's scan and search, the
+ * membrane's passes, the event-driven sums): 0 (scalar), 4 (AVX2) or 8 (AVX2, and AVX-512 for
+ * the event-driven sums); set at import to the widest the CPU runs, switched by own_simd() for
+ * tests; each loop gives its scalar code's numbers bit for bit. */
 static int own_avx2;
 
 /* counts[j] = 0 for j0 <= j < m, and the candidates for a nonzero count (xi >= 1 - r - margin,
@@ -494,11 +495,49 @@ __attribute__((target("avx2"))) static void rows_sum_avx2(const double *val, con
 }
 #endif
 
+#ifdef VECMATH_X86
+/* rows_sum_avx2 with 512-bit registers: 32 columns in four, the same operations per element. */
+__attribute__((target("avx2,avx512f"))) static void rows_sum_avx512(
+    const double *val, const Py_ssize_t *idx, Py_ssize_t nnz, const double *m, Py_ssize_t ld,
+    Py_ssize_t c0, Py_ssize_t c1, const double *add, double *y)
+{
+    Py_ssize_t c = c0;
+    for (; c + 32 <= c1; c += 32) {
+        __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        for (Py_ssize_t q = 0; q < nnz; q++) {
+            const double *r = m + idx[q] * ld + c;
+            __m512d v = _mm512_set1_pd(val[q]);
+            a0 = _mm512_add_pd(a0, _mm512_mul_pd(v, _mm512_loadu_pd(r)));
+            a1 = _mm512_add_pd(a1, _mm512_mul_pd(v, _mm512_loadu_pd(r + 8)));
+            a2 = _mm512_add_pd(a2, _mm512_mul_pd(v, _mm512_loadu_pd(r + 16)));
+            a3 = _mm512_add_pd(a3, _mm512_mul_pd(v, _mm512_loadu_pd(r + 24)));
+        }
+        if (add != NULL) {
+            const double *d = add + c;
+            a0 = _mm512_add_pd(a0, _mm512_loadu_pd(d));
+            a1 = _mm512_add_pd(a1, _mm512_loadu_pd(d + 8));
+            a2 = _mm512_add_pd(a2, _mm512_loadu_pd(d + 16));
+            a3 = _mm512_add_pd(a3, _mm512_loadu_pd(d + 24));
+        }
+        _mm512_storeu_pd(y + c, a0);
+        _mm512_storeu_pd(y + c + 8, a1);
+        _mm512_storeu_pd(y + c + 16, a2);
+        _mm512_storeu_pd(y + c + 24, a3);
+    }
+    if (c < c1) /* fewer than 32 columns left: the AVX2 code's narrower loops */
+        rows_sum_avx2(val, idx, nnz, m, ld, c, c1, add, y);
+}
+#endif
+
 static void rows_sum(const double *val, const Py_ssize_t *idx, Py_ssize_t nnz, const double *m,
                      Py_ssize_t ld, Py_ssize_t c0, Py_ssize_t c1, const double *add, double *y,
                      int avx2)
 {
 #ifdef VECMATH_X86
+    if (avx2 == 8) {
+        rows_sum_avx512(val, idx, nnz, m, ld, c0, c1, add, y);
+        return;
+    }
     if (avx2) {
         rows_sum_avx2(val, idx, nnz, m, ld, c0, c1, add, y);
         return;
@@ -896,49 +935,69 @@ static PyObject *uniforms(PyObject *self, PyObject *const *args, Py_ssize_t narg
 /* --- vector math switch ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(vector_math_doc,
-"vector_math(on=None) -> bool\n\n"
-"Whether spikes and membrane compute exp and log1p with libmvec (AVX2); on=True/False\n"
-"asks for it / for scalar libm.  Returns the setting in force.");
+"vector_math(lanes=None) -> int\n\n"
+"How many doubles each libmvec call of spikes and membrane computes: 8 (AVX-512), 4 (AVX2)\n"
+"or 0 (scalar libm).  lanes asks for at most that many (True: the widest this machine has,\n"
+"False or 0: scalar libm).  Returns the setting in force.");
 
-/* The argument of a switch f(on=None): 1 or 0 in *on when given, -1 when None or absent;
- * returns -1 with an error set for a bad call. */
-static int switch_arg(PyObject *const *args, Py_ssize_t nargs, const char *name, int *on)
-{
-    *on = -1;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError, "%s(on=None) takes at most 1 argument", name);
-        return -1;
-    }
-    if (nargs == 1 && args[0] != Py_None && (*on = PyObject_IsTrue(args[0])) < 0)
-        return -1;
-    return 0;
-}
+static int lanes_arg(PyObject *const *args, Py_ssize_t nargs, const char *name);
 
 static PyObject *vector_math(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int on;
-    if (switch_arg(args, nargs, "vector_math", &on) < 0)
+    int lanes = lanes_arg(args, nargs, "vector_math");
+    if (lanes == -2)
         return NULL;
-    if (on >= 0)
-        vecmath_use(on);
-    return PyBool_FromLong(vecmath_on);
+    if (lanes >= 0)
+        vecmath_use(lanes);
+    return PyLong_FromLong(vecmath_lanes);
 }
 
 PyDoc_STRVAR(own_simd_doc,
-"own_simd(on=None) -> bool\n\n"
-"Whether the kernels' own loops (the inverse CDF's scan and search, the membrane's passes,\n"
-"the event-driven sums) take their AVX2 code, the same numbers as their scalar code bit\n"
-"for bit (a switch for tests);\n"
-"on=True/False asks for it (True only where the CPU has AVX2).  Returns the setting.");
+"own_simd(lanes=None) -> int\n\n"
+"Which of the kernels' own loops (the inverse CDF's scan and search, the membrane's passes,\n"
+"the event-driven sums) run: 8 (AVX2, and AVX-512 for the event-driven sums), 4 (AVX2) or\n"
+"0 (scalar), each the same numbers as the scalar code bit for bit (a switch for tests).\n"
+"lanes asks for at most that many (True: the widest this CPU runs, False: scalar).\n"
+"Returns the setting in force.");
+
+/* The lanes a switch f(lanes=None) asks for: 0, 4 or 8 (True: 8, False: 0), -1 when None or
+ * absent; -2 with an error set for a bad call. */
+static int lanes_arg(PyObject *const *args, Py_ssize_t nargs, const char *name)
+{
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "%s(lanes=None) takes at most 1 argument", name);
+        return -2;
+    }
+    if (nargs == 0 || args[0] == Py_None)
+        return -1;
+    if (PyBool_Check(args[0]))
+        return args[0] == Py_True ? 8 : 0;
+    long v = PyLong_AsLong(args[0]);
+    if (v == -1 && PyErr_Occurred())
+        return -2;
+    if (v != 0 && v != 4 && v != 8) {
+        PyErr_Format(PyExc_ValueError, "%s: lanes must be 0, 4 or 8, got %ld", name, v);
+        return -2;
+    }
+    return (int)v;
+}
+
+/* The widest own loops this CPU runs, at most `lanes`. */
+static int own_lanes(int lanes)
+{
+    if (lanes <= 0 || !cpu_has_avx2())
+        return 0;
+    return lanes >= 8 && cpu_has_avx512() ? 8 : 4;
+}
 
 static PyObject *own_simd(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int on;
-    if (switch_arg(args, nargs, "own_simd", &on) < 0)
+    int lanes = lanes_arg(args, nargs, "own_simd");
+    if (lanes == -2)
         return NULL;
-    if (on >= 0)
-        own_avx2 = on && cpu_has_avx2();
-    return PyBool_FromLong(own_avx2);
+    if (lanes >= 0)
+        own_avx2 = own_lanes(lanes);
+    return PyLong_FromLong(own_avx2);
 }
 
 static PyMethodDef methods[] = {
@@ -959,7 +1018,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__kernels(void)
 {
-    vecmath_use(1);
-    own_avx2 = cpu_has_avx2();
+    vecmath_use(8);
+    own_avx2 = own_lanes(8);
     return PyModule_Create(&module);
 }

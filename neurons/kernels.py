@@ -3,8 +3,8 @@
 ``neurons/_kernels.c`` runs the recipe of ``neurons/recipe.h`` (the inverse
 CDF fused with the rate e^u, and ``membrane_update``) with the same float64
 operations in the same order as :mod:`neurons.poisson`; exp and log1p come from
-glibc's vector library (libmvec, AVX2) where it runs, else from scalar libm
-(``vector_math(False)``).  numpy's exp may be libm's or its own SIMD code (on
+glibc's vector library (libmvec: AVX-512 where the CPU has it, else AVX2) where it
+runs, else from scalar libm (``vector_math(False)``).  numpy's exp may be libm's or its own SIMD code (on
 AVX-512), so neither mode equals numpy bit for bit on every CPU; both meet the
 contract of design §2.1: rates within ``EXP_ULP_TOLERANCE`` ulp of the exact
 exp, potentials within ``POTENTIAL_TOLERANCE``, and counts equal to the
@@ -33,10 +33,22 @@ def compiled() -> bool:
     return _kernels is not None
 
 
-def vector_math(on: bool | None = None) -> bool:
-    """Whether exp/log1p run vectorised (libmvec); ``on`` asks for it or for scalar libm."""
+def vector_math(on: bool | int | None = None) -> bool:
+    """Whether exp/log1p run vectorised (libmvec); ``on`` asks for it or for scalar libm.
+
+    ``on``: True (the widest libmvec this CPU runs), False (scalar libm), or the lanes per
+    call, 4 (AVX2) or 8 (AVX-512; falls back to 4 where the CPU or glibc lacks it).
+    """
+    return vector_lanes(on) > 0
+
+
+def vector_lanes(on: bool | int | None = None) -> int:
+    """Doubles per libmvec call in use: 8 (AVX-512), 4 (AVX2), 0 (scalar libm, or no kernels).
+
+    ``on`` as for :func:`vector_math`.
+    """
     if _kernels is None:
-        return False
+        return 0
     return _kernels.vector_math(on)
 
 

@@ -32,10 +32,15 @@ def compiled_kernels():
     kernels.vector_math(True)
 
 
-@pytest.fixture(params=[False, True], ids=["scalar-libm", "vector-math"])
+MATH_MODES = {"scalar-libm": 0, "libmvec-avx2": 4, "libmvec-widest": 8}
+"""The math modes: lanes per libmvec call asked for (where this machine lacks AVX-512,
+"libmvec-widest" runs AVX2 again; without libmvec both run scalar libm)."""
+
+
+@pytest.fixture(params=list(MATH_MODES.values()), ids=list(MATH_MODES))
 def math_mode(request):
-    """Run the test with scalar libm and with libmvec where this machine has it."""
-    return kernels.vector_math(request.param)
+    """Run the test with scalar libm and with each libmvec width this machine has."""
+    return kernels.vector_lanes(request.param)
 
 
 def correctly_rounded_exp(u):
@@ -128,10 +133,12 @@ def test_counts_on_cdf_steps_flip_only_within_rounding(math_mode):
 
 
 @pytest.mark.numerics
-def test_the_kernels_own_avx2_loops_give_their_scalar_code_bit_for_bit(math_mode, membrane_case):
+def test_the_kernels_own_simd_loops_give_their_scalar_code_bit_for_bit(math_mode, membrane_case):
     """The inverse CDF's scan and four-lane search, the membrane's passes and the
-    event-driven sums, in AVX2 and in scalar code: the same counts, potentials and sums, NaN
-    included, ξ on the CDF steps of the rates the kernel computed, far rates and the cap."""
+    event-driven sums, in AVX2 (and AVX-512 where the CPU has it) and in scalar code: the same
+    counts, potentials and sums, NaN included, ξ on the CDF steps of the rates the kernel
+    computed, far rates and the cap; the sums over 37 columns cover the 32-wide loops and
+    their tails."""
     from neurons import _kernels
 
     if not _kernels.own_simd(None):
@@ -145,10 +152,11 @@ def test_the_kernels_own_avx2_loops_give_their_scalar_code_bit_for_bit(math_mode
     u, xi = np.concatenate([u, u[near]]), np.concatenate([xi, np.minimum(on_step, 0.999)])
     uu, fb, eta, bias, cu, cdu, _ = membrane_case
     table = kernels.row_table(np.random.default_rng(3).standard_normal((uu.shape[1], 37)))
+    levels = sorted({_kernels.own_simd(8), 4, 0}, reverse=True)  # 8 where AVX-512 runs
     got = []
     try:
-        for on in (True, False):
-            assert _kernels.own_simd(on) is on
+        for lanes in levels:
+            assert _kernels.own_simd(lanes) == lanes
             rate, counts, u_next = np.empty_like(u), np.empty_like(u), np.empty_like(uu)
             fired = kernels.spikes(u, xi, rate, counts)
             kernels.membrane(uu, fb, eta, bias, cu, cdu, u_next)
@@ -157,9 +165,11 @@ def test_the_kernels_own_avx2_loops_give_their_scalar_code_bit_for_bit(math_mode
             got.append((fired, rate, counts, u_next, read))
     finally:
         _kernels.own_simd(True)
-    assert got[0][0] == got[1][0]
-    for a, b in zip(got[0][1:], got[1][1:]):
-        np.testing.assert_array_equal(a, b)
+    scalar = got[-1]
+    for simd in got[:-1]:
+        assert simd[0] == scalar[0]
+        for a, b in zip(simd[1:], scalar[1:]):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +189,13 @@ def membrane_case():
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize("mode", ["numpy", "scalar-libm", "vector-math"])
+@pytest.mark.parametrize("mode", ["numpy", *MATH_MODES])
 def test_potentials_are_within_the_contract_of_the_exact_update(mode, membrane_case):
     u, fb, eta, bias, cu, cdu, exact = membrane_case
     if mode == "numpy":
         out = membrane_update(u, fb, eta, bias, cu, cdu)
     else:
-        kernels.vector_math(mode == "vector-math")
+        kernels.vector_lanes(MATH_MODES[mode])
         out = np.empty_like(u)
         kernels.membrane(u, fb, eta, bias, cu, cdu, out)
     np.testing.assert_allclose(out, exact, rtol=0, atol=POTENTIAL_TOLERANCE)

@@ -41,13 +41,13 @@ def _numpy():
     return fire, membrane_update
 
 
-def _kernels(vector):
+def _kernels(lanes):
     def make():
         require("neurons._kernels")
         from neurons import kernels
 
         def fire(xi, u):
-            kernels.vector_math(vector)
+            kernels.vector_lanes(lanes)
             try:
                 rate, counts = np.empty_like(u), np.empty_like(u)
                 kernels.spikes(u, xi, rate, counts)
@@ -56,7 +56,7 @@ def _kernels(vector):
             return rate, counts
 
         def membrane(u, fb, eta, b, cu, cdu):
-            kernels.vector_math(vector)
+            kernels.vector_lanes(lanes)
             try:
                 out = np.empty_like(u)
                 kernels.membrane(u, fb, eta, b, cu, cdu, out)
@@ -172,7 +172,8 @@ IMPLEMENTATIONS = {
     "torch-step": _torch_step,
     "snntorch-neuron": _snntorch_neuron,
     "kernels-libm": _kernels(False),
-    "kernels-vector": _kernels(True),
+    "kernels-libmvec-avx2": _kernels(4),
+    "kernels-libmvec-widest": _kernels(8),
     "brian2-numpy": _brian("numpy"),
     "brian2-cython": _brian("cython"),
     "brian2-cpp_standalone": _brian("cpp_standalone"),
