@@ -29,6 +29,10 @@ TRAIN_EPOCHS = pick(5, 1)
 LOW_RATE_SCALE = 0.05
 LONG = 4
 """The record=[T−1] rows also run LONG·T steps: the difference is the step alone."""
+LARGE_K = pick((512, 1024, 2048, 4096), (24, 48))
+"""Latent counts of the crossover table: the event-driven folded step against the dense
+prediction-error product as W = −ΦᵀΦ/σ² (K² float64) outgrows the caches."""
+LARGE_K_STEPS = pick(16, 2)
 
 MEMORY_PROBE = f"""
 import json, time
@@ -209,6 +213,65 @@ def _parts(net, x) -> list[tuple[str, float]]:
                 for name, f in parts]
 
 
+def _step_alone(net, x, steps):
+    """(wall, CPU) seconds of one step of ``simulate`` (record=[last]): the difference of a
+    LONG·steps run and a steps run over the steps between (the set-up cancels)."""
+    from networks import simulate
+
+    short = _timed(lambda: simulate(net, x, steps, seed=0, record=[steps - 1]))
+    long = _timed(lambda: simulate(net, x, LONG * steps, seed=0, record=[LONG * steps - 1]))
+    return tuple((b - a) / ((LONG - 1) * steps) for a, b in zip(short, long))
+
+
+def _large_k() -> list[str]:
+    """The crossover table: for each K of ``LARGE_K`` (planted network, D, N as above), the
+    step alone on the event-driven folded path (W allowed at any size, built and kept) and
+    with W refused (the dense product every step), the products, and which path
+    ``simulate`` takes at that K (``RECURRENT_MAX_BYTES``)."""
+    from networks import planted_inputs, planted_network, reference
+
+    rows = []
+    for k in LARGE_K:
+        active = 10 if k > 10 else 2
+        net, _, _ = planted_network(D, k, active, seed=0, n_inputs=1)
+        x, _ = planted_inputs(net, N, active, seed=1)
+        phi = np.ascontiguousarray(net.phi)
+        z, e = np.ones((N, k)), np.ones((N, D))
+        anchor = best_time(lambda: (z @ phi.T, e @ phi), repeats=3, number=2)
+        t_build = _timed(lambda: reference.folded_weights(net))[0]
+        keep = reference.RECURRENT_MAX_BYTES
+        try:  # each path forced: W allowed at any size, then refused
+            reference.RECURRENT_MAX_BYTES = 2**62
+            reference.run(net, x[:2], 2)  # warm-up, W now kept (when it may be)
+            event, _ = _step_alone(net, x, LARGE_K_STEPS)
+            trace = reference.run(net, x, LARGE_K_STEPS, record=[LARGE_K_STEPS - 1])
+            reference.RECURRENT_MAX_BYTES = 0
+            dense, _ = _step_alone(net, x, LARGE_K_STEPS)
+        finally:
+            reference.RECURRENT_MAX_BYTES = keep
+        firing = 1.0 - float(trace.step_zeros.mean())
+        chosen = "event-driven" if k * k * 8 <= keep else "dense (W over RECURRENT_MAX_BYTES)"
+        rows.append(f"| {k:,} | {k * k * 8 / 2**20:,.1f} | {firing:.2%} | {anchor * 1e3:.2f} | "
+                    f"{event * 1e3:.2f} ({event / anchor:.2f}×) | "
+                    f"{dense * 1e3:.2f} ({dense / anchor:.2f}×) | {dense / event:.1f}× | "
+                    f"{t_build:.2f} | {chosen} |")
+    return [
+        f"Event-driven against dense as K grows (planted network, D={D}, N={N}, the step alone "
+        f"over {(LONG - 1) * LARGE_K_STEPS} steps, wall time, each path forced; W is kept "
+        "between runs up to KEEP_MAX_BYTES, else built in each run's set-up): the event-driven "
+        "work grows as K² (K doubles of W per nonzero count), the dense product's as K, and "
+        "past the caches W's rows come from memory; `simulate` takes the dense path above "
+        f"RECURRENT_MAX_BYTES = {reference.RECURRENT_MAX_BYTES // 2**20} MiB of W.",
+        "",
+        "| K | W (MiB) | firing | the two products (ms) | event-driven step (ms, ÷ products) "
+        "| dense step (ms, ÷ products) | dense ÷ event-driven | building W and ΦᵀΦ (s) "
+        "| simulate takes |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *rows,
+        "",
+    ]
+
+
 def _own_simd() -> str:
     """Which of the kernels' own SIMD loops run here (neurons._kernels.own_simd)."""
     from neurons import _kernels
@@ -304,7 +367,8 @@ def bench() -> str:
         lines.append(f"| {name} | {a:.3f} | {b:.3f} |")
     step_ratio = [p[1][1] / p[0][1] for p in parts.values()]
     lines += [f"| the fused step ÷ the products | {step_ratio[0]:.2f}× | {step_ratio[1]:.2f}× |",
-              "", f"Measured at {load_average()} (other jobs shared the machine).", ""]
+              "", *_large_k(), f"Measured at {load_average()} (other jobs shared the machine).",
+              ""]
     return "\n".join(lines)
 
 

@@ -46,9 +46,16 @@ SPARSE_RECURRENT = 0.2
 of the neurons that fired (``neurons.kernels.readout`` over W); above it, the dense
 product of the prediction error."""
 
-RECURRENT_MAX_BYTES = 256 * 2**20
-"""W = −ΦᵀΦ/σ² (K×K float64) is built only up to this size (K ≤ 5,792); larger networks
-take the dense prediction-error product every step."""
+RECURRENT_MAX_BYTES = 64 * 2**20
+"""W = −ΦᵀΦ/σ² (K×K float64) is built only up to this size (K ≤ 2,896); larger networks
+take the dense prediction-error product every step.  The event-driven step reads K
+doubles of W per nonzero count, so its work grows as K² while the dense product's grows as
+K, and once W is far larger than the caches its rows come from memory: measured in
+``make bench`` (the reference section's crossover table; planted network, D = 784,
+N = 256, 4–6% of counts nonzero, 2-core AMD Zen 4 with 32 MiB of L3; two runs), the
+event-driven step is 3.5–5.2×, 2.9–3.3× and 1.6–1.7× as fast as the dense one at K = 512,
+1,024 and 2,048 (W 2, 8 and 32 MiB) and 0.8–0.9× at K = 4,096 (W 128 MiB): the crossover
+lies between, and this bound sits at its geometric middle."""
 
 GRAM_MAX_BYTES = 64 * 2**20
 """ΦᵀΦ (K×K float64), for the per-step MSE without the read-out, up to this size (K ≤ 2,896);
