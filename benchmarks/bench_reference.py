@@ -117,9 +117,10 @@ def _anchor(numpy_f, torch_f):
 def _problem(net, x, products, record=None, step_alone=False):
     """Interleaved runs of T steps against the anchor: dict of the medians and figures.
 
-    ``step_alone``: also a run of ``LONG × T`` steps after each, so that the step's own
-    time, without the per-run set-up (drive, Φᵀx per input, threads), is the difference
-    of the two runs over (LONG − 1)·T steps (``alone`` and ``alone_cpu``: its ratios)."""
+    ``step_alone`` (with ``record=[T − 1]``): also a run of ``LONG × T`` steps after each
+    (``_step_alone``), so that the step's own time, without the per-run set-up (drive, Φᵀx
+    per input, threads), is the difference of the two runs over (LONG − 1)·T steps
+    (``alone`` and ``alone_cpu``: its ratios)."""
     from networks import simulate
 
     simulate(net, x[:2], 2)  # warm-up (the compiled kernels, the folded weights)
@@ -134,11 +135,9 @@ def _problem(net, x, products, record=None, step_alone=False):
         ratios.append(wall / T / anchor_wall)
         cpu_ratios.append(cpu / T / anchor_cpu)
         if step_alone:
-            long_record = None if record is None else [LONG * T - 1]
-            wall4, cpu4 = _timed(lambda: simulate(net, x, LONG * T, seed=0,
-                                                  record=long_record))
-            alone.append((wall4 - wall) / ((LONG - 1) * T) / anchor_wall)
-            alone_cpu.append((cpu4 - cpu) / ((LONG - 1) * T) / anchor_cpu)
+            step_wall, step_cpu = _step_alone(net, x, T, short=(wall, cpu))
+            alone.append(step_wall / anchor_wall)
+            alone_cpu.append(step_cpu / anchor_cpu)
     zeros = trace.step_zeros.mean()
     return dict(step=statistics.median(walls), best=min(walls),
                 ratio=statistics.median(ratios), cpu_ratio=statistics.median(cpu_ratios),
@@ -213,12 +212,14 @@ def _parts(net, x) -> list[tuple[str, float]]:
                 for name, f in parts]
 
 
-def _step_alone(net, x, steps):
+def _step_alone(net, x, steps, short=None):
     """(wall, CPU) seconds of one step of ``simulate`` (record=[last]): the difference of a
-    LONG·steps run and a steps run over the steps between (the set-up cancels)."""
+    LONG·steps run and a steps run over the steps between (the set-up cancels).  ``short``:
+    the (wall, CPU) of the steps run when the caller has just timed it."""
     from networks import simulate
 
-    short = _timed(lambda: simulate(net, x, steps, seed=0, record=[steps - 1]))
+    if short is None:
+        short = _timed(lambda: simulate(net, x, steps, seed=0, record=[steps - 1]))
     long = _timed(lambda: simulate(net, x, LONG * steps, seed=0, record=[LONG * steps - 1]))
     return tuple((b - a) / ((LONG - 1) * steps) for a, b in zip(short, long))
 

@@ -117,7 +117,7 @@ static Py_ssize_t get_rows(PyObject *arg, Py_buffer *view, const char *what, int
  * membrane's passes, the event-driven sums): 0 (scalar), 4 (AVX2) or 8 (AVX2, and AVX-512 for
  * the event-driven sums); set at import to the widest the CPU runs, switched by own_simd() for
  * tests; each loop gives its scalar code's numbers bit for bit. */
-static int own_avx2;
+static int own_simd_lanes;
 
 /* counts[j] = 0 for j0 <= j < m, and the candidates for a nonzero count (xi >= 1 - r - margin,
  * or NaN) listed after the first `rest` in idx, with p0 = -r (0 for a far rate); returns the
@@ -229,7 +229,7 @@ static Py_ssize_t spikes_span(const double *u, const double *xi, double *rate, d
     memcpy(rate, u, (size_t)m * sizeof(double));
     map_exp(rate, m);
 #ifdef VECMATH_X86
-    if (own_avx2)
+    if (own_simd_lanes)
         rest = candidates_scan_avx2(xi, rate, counts, m, idx, p0);
     else
 #endif
@@ -237,7 +237,7 @@ static Py_ssize_t spikes_span(const double *u, const double *xi, double *rate, d
     map_exp(p0, rest);
     Py_ssize_t i = 0;
 #ifdef VECMATH_X86
-    if (own_avx2)
+    if (own_simd_lanes)
         i = search_avx2(xi, rate, idx, p0, rest, counts);
 #endif
     for (; i < rest; i++)
@@ -358,7 +358,7 @@ static void membrane_row(const double *u, const double *fb, const double *b, dou
 {
     double x[CHUNK], y[CHUNK], l[CHUNK];
 #ifdef VECMATH_X86
-    if (own_avx2) {
+    if (own_simd_lanes) {
         for (Py_ssize_t c0 = 0; c0 < k; c0 += CHUNK) {
             Py_ssize_t m = k - c0 < CHUNK ? k - c0 : CHUNK;
             clamp_prep_avx2(fb + c0, b + c0, eta, cdu, y, l, m);
@@ -531,14 +531,14 @@ __attribute__((target("avx2,avx512f"))) static void rows_sum_avx512(
 
 static void rows_sum(const double *val, const Py_ssize_t *idx, Py_ssize_t nnz, const double *m,
                      Py_ssize_t ld, Py_ssize_t c0, Py_ssize_t c1, const double *add, double *y,
-                     int avx2)
+                     int lanes)
 {
 #ifdef VECMATH_X86
-    if (avx2 == 8) {
+    if (lanes == 8) {
         rows_sum_avx512(val, idx, nnz, m, ld, c0, c1, add, y);
         return;
     }
-    if (avx2) {
+    if (lanes) {
         rows_sum_avx2(val, idx, nnz, m, ld, c0, c1, add, y);
         return;
     }
@@ -597,7 +597,7 @@ static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t n = v[0].shape[0], k = v[0].shape[1], d = v[1].shape[1];
     const double *z = v[0].buf, *phi_t = v[1].buf;
     double *out = v[2].buf;
-    int avx2 = own_avx2, failed = 0;
+    int lanes = own_simd_lanes, failed = 0;
     Py_BEGIN_ALLOW_THREADS
     /* rows in groups: their nonzero lists, then the columns a slice at a time for every row
      * of the group, so that slice of phi_t is read from memory once per group */
@@ -614,7 +614,7 @@ static PyObject *readout(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                 Py_ssize_t c1 = d - c0 < READOUT_COLUMNS ? d : c0 + READOUT_COLUMNS;
                 for (Py_ssize_t r = 0; r < rows; r++)
                     rows_sum(val + r * k, idx + r * k, nnz[r], phi_t, ld, c0, c1, NULL,
-                             out + (g + r) * d, avx2);
+                             out + (g + r) * d, lanes);
             }
         }
     }
@@ -789,7 +789,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                  *phi_t = B(S_PHIT), *bias = B(S_BIAS);
     int64_t *dense = (int64_t *)v[S_DENSE].buf;
     Py_ssize_t n_dense = 0;
-    int avx2 = own_avx2, failed = 0;
+    int lanes = own_simd_lanes, failed = 0;
     Py_BEGIN_ALLOW_THREADS
     /* per call: uniforms and 2 scratch for spikes (k each), a read-out (d), and per row of a
      * group its nonzero list (index, count: 2 k) */
@@ -850,7 +850,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 for (Py_ssize_t q = 0; q < n_sel; q++) {
                     Py_ssize_t r = sel[q], i = g0 + r;
                     rows_sum(nz_val + r * k, nz + r * k, nnz[q], w, ld_w, c0, c1,
-                             B(S_DRIVE) + i * k, B(S_UNEXT) + i * k, avx2);
+                             B(S_DRIVE) + i * k, B(S_UNEXT) + i * k, lanes);
                 }
             }
             if (B(S_RECON) != NULL)
@@ -859,7 +859,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     for (Py_ssize_t q = 0; q < n_sel; q++) {
                         Py_ssize_t r = sel[q], i = g0 + r;
                         rows_sum(nz_val + r * k, nz + r * k, nnz[q], phi_t, ld_phi, c0, c1, NULL,
-                                 B(S_RECON) + i * d, avx2);
+                                 B(S_RECON) + i * d, lanes);
                     }
                 }
             /* 3. per event-driven row: the membrane (in place over its feedback), the MSE */
@@ -876,7 +876,7 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     if (B(S_RECON) != NULL)
                         rr = B(S_RECON) + i * d;
                     else
-                        rows_sum(rval, rnz, nnz[q], phi_t, ld_phi, 0, d, NULL, rbuf, avx2);
+                        rows_sum(rval, rnz, nnz[q], phi_t, ld_phi, 0, d, NULL, rbuf, lanes);
                     const double *xrow = B(S_X) + i * d;
                     e = 0.0;
                     for (Py_ssize_t c = 0; c < d; c++)
@@ -934,32 +934,6 @@ static PyObject *uniforms(PyObject *self, PyObject *const *args, Py_ssize_t narg
 
 /* --- vector math switch ------------------------------------------------------------------- */
 
-PyDoc_STRVAR(vector_math_doc,
-"vector_math(lanes=None) -> int\n\n"
-"How many doubles each libmvec call of spikes and membrane computes: 8 (AVX-512), 4 (AVX2)\n"
-"or 0 (scalar libm).  lanes asks for at most that many (True: the widest this machine has,\n"
-"False or 0: scalar libm).  Returns the setting in force.");
-
-static int lanes_arg(PyObject *const *args, Py_ssize_t nargs, const char *name);
-
-static PyObject *vector_math(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int lanes = lanes_arg(args, nargs, "vector_math");
-    if (lanes == -2)
-        return NULL;
-    if (lanes >= 0)
-        vecmath_use(lanes);
-    return PyLong_FromLong(vecmath_lanes);
-}
-
-PyDoc_STRVAR(own_simd_doc,
-"own_simd(lanes=None) -> int\n\n"
-"Which of the kernels' own loops (the inverse CDF's scan and search, the membrane's passes,\n"
-"the event-driven sums) run: 8 (AVX2, and AVX-512 for the event-driven sums), 4 (AVX2) or\n"
-"0 (scalar), each the same numbers as the scalar code bit for bit (a switch for tests).\n"
-"lanes asks for at most that many (True: the widest this CPU runs, False: scalar).\n"
-"Returns the setting in force.");
-
 /* The lanes a switch f(lanes=None) asks for: 0, 4 or 8 (True: 8, False: 0), -1 when None or
  * absent; -2 with an error set for a bad call. */
 static int lanes_arg(PyObject *const *args, Py_ssize_t nargs, const char *name)
@@ -982,6 +956,30 @@ static int lanes_arg(PyObject *const *args, Py_ssize_t nargs, const char *name)
     return (int)v;
 }
 
+PyDoc_STRVAR(vector_math_doc,
+"vector_math(lanes=None) -> int\n\n"
+"How many doubles each libmvec call of spikes and membrane computes: 8 (AVX-512), 4 (AVX2)\n"
+"or 0 (scalar libm).  lanes asks for at most that many (True: the widest this machine has,\n"
+"False or 0: scalar libm).  Returns the setting in force.");
+
+static PyObject *vector_math(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int lanes = lanes_arg(args, nargs, "vector_math");
+    if (lanes == -2)
+        return NULL;
+    if (lanes >= 0)
+        vecmath_use(lanes);
+    return PyLong_FromLong(vecmath_lanes);
+}
+
+PyDoc_STRVAR(own_simd_doc,
+"own_simd(lanes=None) -> int\n\n"
+"Which of the kernels' own loops (the inverse CDF's scan and search, the membrane's passes,\n"
+"the event-driven sums) run: 8 (AVX2, and AVX-512 for the event-driven sums), 4 (AVX2) or\n"
+"0 (scalar), each the same numbers as the scalar code bit for bit (a switch for tests).\n"
+"lanes asks for at most that many (True: the widest this CPU runs, False: scalar).\n"
+"Returns the setting in force.");
+
 /* The widest own loops this CPU runs, at most `lanes`. */
 static int own_lanes(int lanes)
 {
@@ -996,8 +994,8 @@ static PyObject *own_simd(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (lanes == -2)
         return NULL;
     if (lanes >= 0)
-        own_avx2 = own_lanes(lanes);
-    return PyLong_FromLong(own_avx2);
+        own_simd_lanes = own_lanes(lanes);
+    return PyLong_FromLong(own_simd_lanes);
 }
 
 static PyMethodDef methods[] = {
@@ -1019,6 +1017,6 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__kernels(void)
 {
     vecmath_use(8);
-    own_avx2 = own_lanes(8);
+    own_simd_lanes = own_lanes(8);
     return PyModule_Create(&module);
 }

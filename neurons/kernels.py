@@ -4,8 +4,8 @@
 CDF fused with the rate e^u, and ``membrane_update``) with the same float64
 operations in the same order as :mod:`neurons.poisson`; exp and log1p come from
 glibc's vector library (libmvec: AVX-512 where the CPU has it, else AVX2) where it
-runs, else from scalar libm (``vector_math(False)``).  numpy's exp may be libm's or its own SIMD code (on
-AVX-512), so neither mode equals numpy bit for bit on every CPU; both meet the
+runs, else from scalar libm (``vector_math(False)``).  numpy's exp may be libm's or its
+own SIMD code (on AVX-512), so no mode equals numpy bit for bit on every CPU; all meet the
 contract of design §2.1: rates within ``EXP_ULP_TOLERANCE`` ulp of the exact
 exp, potentials within ``POTENTIAL_TOLERANCE``, and counts equal to the
 recipe's except where ξ lies within rounding of a CDF step
