@@ -114,15 +114,17 @@ def _anchor(numpy_f, torch_f):
     return wall / 5, cpu / 5
 
 
-def _problem(net, x, products, record=None, step_alone=False):
+def _problem(net, x, products, step_alone=False):
     """Interleaved runs of T steps against the anchor: dict of the medians and figures.
 
-    ``step_alone`` (with ``record=[T − 1]``): also a run of ``LONG × T`` steps after each
-    (``_step_alone``), so that the step's own time, without the per-run set-up (drive, Φᵀx
-    per input, threads), is the difference of the two runs over (LONG − 1)·T steps
-    (``alone`` and ``alone_cpu``: its ratios)."""
+    ``step_alone``: the runs record the last step only (``record=[T − 1]``, as
+    ``_step_alone``'s do), and each is followed by a run of ``LONG × T`` steps, so that the
+    step's own time, without the per-run set-up (drive, Φᵀx per input, threads), is the
+    difference of the two runs over (LONG − 1)·T steps (``alone`` and ``alone_cpu``: its
+    ratios)."""
     from networks import simulate
 
+    record = [T - 1] if step_alone else None
     simulate(net, x[:2], 2)  # warm-up (the compiled kernels, the folded weights)
     walls, ratios, cpu_ratios, alone, alone_cpu, trace = [], [], [], [], [], None
     for _ in range(REPEATS):
@@ -305,10 +307,8 @@ def bench() -> str:
         "planted": _problem(net, x, products),
         "planted × 0.05 (low rates)": _problem(net, LOW_RATE_SCALE * x, products),
         "trained MNIST network, held-out digits": _problem(mnist, mnist_x, products),
-        "planted, record=[T−1]": _problem(net, x, products, record=[T - 1],
-                                          step_alone=True),
-        "trained MNIST, record=[T−1]": _problem(mnist, mnist_x, products, record=[T - 1],
-                                                step_alone=True),
+        "planted, record=[T−1]": _problem(net, x, products, step_alone=True),
+        "trained MNIST, record=[T−1]": _problem(mnist, mnist_x, products, step_alone=True),
     }
     blocks = len(reference.row_blocks(N, K, reference.default_threads())) - 1
     parts = {"planted": _parts(net, x[:N // blocks]),
