@@ -1,6 +1,6 @@
-"""Why a trained network misses a quality floor: two measurements (issue 16).
+"""Why a trained network misses a quality floor: three measurements (issue 16).
 
-``python -m train.diagnose MODEL.npz --data SET [--n N] [--steps T]`` prints both as
+``python -m train.diagnose MODEL.npz --data SET [--n N] [--steps T]`` prints them as
 Markdown tables; ``docs/training-ablation.md`` quotes them.
 
 **Loop gain** (:func:`loop_gain`).  Linearised around a fixed point, one latent's
@@ -100,6 +100,94 @@ def r2_by_contrast(net, x: np.ndarray, steps: int, *, record=DEFAULT_STEPS, seed
     return out
 
 
+def loop_spectrum(net, rate: np.ndarray, *, active_rate: float = 0.2) -> dict:
+    """The linearised loop's modes at the rates ``rate`` (N, K) of N inputs.
+
+    For each input, over its latents with rate > ``active_rate``: ``mu_max`` (N,) the
+    largest eigenvalue of η diag(√r) ΦᵀΣ⁻¹Φ diag(√r) (stable below 2), ``tenfold`` (N,)
+    the steps its slowest mode takes to shrink tenfold, ``active`` (N,) how many latents
+    count.  Inputs with no latent above ``active_rate`` get NaN.
+    """
+    rate = np.atleast_2d(np.asarray(rate, dtype=np.float64))
+    phi = np.asarray(net.phi, dtype=np.float64)
+    inv_var = np.exp(-2.0 * np.asarray(net.log_sigma, dtype=np.float64))
+    eta = float(np.exp(net.log_eta))
+    n = rate.shape[0]
+    out = dict(mu_max=np.full(n, np.nan), tenfold=np.full(n, np.nan), active=np.zeros(n, int))
+    for i, r in enumerate(rate):
+        act = r > active_rate
+        out["active"][i] = int(act.sum())
+        if not act.any():
+            continue
+        s = np.sqrt(r[act])
+        mu = np.linalg.eigvalsh(eta * s[:, None] * ((phi[:, act].T * inv_var) @ phi[:, act])
+                                * s[None, :])
+        out["mu_max"][i] = mu.max()
+        shrink = abs(1.0 - mu.min())
+        out["tenfold"][i] = np.log(10.0) / -np.log(shrink) if 0 < shrink < 1 else np.inf
+    return out
+
+
+def relaxation(net, x: np.ndarray, steps: int, *, record=DEFAULT_STEPS, seed: int = 0,
+               progress: bool = False, spectrum_n: int = 100) -> dict:
+    """How inference of ``net`` on x (N, D) relaxes over ``steps`` steps (true counts).
+
+    Returns a dict: ``error_gain`` η · mean_d σ_d⁻², ``leak`` the median of η·b_k,
+    ``sigma`` the median σ_d, ``eta``, and per recorded step t (< ``steps``) a dict with the
+    mean over inputs of ``r2_spikes`` (Φz_t), ``r2_rates`` (Φe^{u_t}), ``noise_share``
+    Σ_k e^{u_k}‖φ_k‖² / Σ_d(x_d − x̄)² (the expected R² the counts' Poisson noise costs),
+    ``zeros`` the share of zero counts and ``spikes`` counts per step and input; and
+    ``spectrum`` the medians of :func:`loop_spectrum` at the last recorded step over the
+    first ``spectrum_n`` inputs (``mu_max``, ``tenfold``, ``active``).  Inputs with zero
+    variance are left out, as in ``train.evaluate``.
+    """
+    from networks.simulate import simulate
+
+    x = np.asarray(x, dtype=np.float64)
+    record = sorted(int(t) for t in record if 0 <= int(t) < steps)
+    if not record:
+        raise ValueError(f"no recorded step lies in [0, {steps})")
+    total = ((x - x.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    keep = total > 0
+    x, total = x[keep], total[keep]
+    trace = simulate(net, x, steps, seed=seed, record=record, progress=progress)
+    phi = np.asarray(net.phi, dtype=np.float64)
+    col_norm2 = (phi ** 2).sum(axis=0)                                      # (K,)
+    eta = float(np.exp(net.log_eta))
+    out = dict(eta=eta, error_gain=eta * float(np.exp(-2.0 * np.asarray(net.log_sigma)).mean()),
+               leak=float(np.median(eta * np.exp(np.asarray(net.log_bias)))),
+               sigma=float(np.median(np.exp(np.asarray(net.log_sigma)))), n=int(keep.sum()))
+    for i, t in enumerate(trace.steps):
+        rate = np.exp(trace.u[i])                                           # (N, K)
+        r2 = lambda recon: float((1.0 - ((x - recon) ** 2).sum(axis=1) / total).mean())  # noqa: E731
+        out[int(t)] = dict(r2_spikes=r2(trace.recon[i]), r2_rates=r2(rate @ phi.T),
+                           noise_share=float(((rate @ col_norm2) / total).mean()),
+                           zeros=float((trace.spikes[i] == 0).mean()),
+                           spikes=float(trace.spikes[i].sum(axis=1).mean()))
+    spec = loop_spectrum(net, np.exp(trace.u[len(trace.steps) - 1][:spectrum_n]))
+    out["spectrum"] = {k: float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan")
+                       for k, v in spec.items()}
+    out["spectrum"]["t"] = int(trace.steps[-1])
+    return out
+
+
+def relaxation_table(r: dict) -> str:
+    """:func:`relaxation`'s result as a Markdown table with its constants above it."""
+    lines = [f"Relaxation ({r['n']} inputs; η = {r['eta']:.3g}, median σ = {r['sigma']:.3g}, "
+             f"error gain η·mean σ⁻² = {r['error_gain']:.3g}, leak η·b = {r['leak']:.3g}):", "",
+             "| t | R² spikes | R² rates | noise share | zeros | spikes/step |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for t in sorted(k for k in r if isinstance(k, int)):
+        s = r[t]
+        lines.append(f"| {t} | {s['r2_spikes']:.3f} | {s['r2_rates']:.3f} | "
+                     f"{s['noise_share']:.3f} | {s['zeros']:.3f} | {s['spikes']:.1f} |")
+    sp = r["spectrum"]
+    lines += ["", f"Linearised at t = {sp['t']} over the latents above 0.2 spikes per step (median "
+              f"{sp['active']:.0f}; medians over inputs): fastest mode η·μ_max = {sp['mu_max']:.3g} "
+              f"(stable below 2), slowest mode shrinks tenfold in {sp['tenfold']:.4g} steps."]
+    return "\n".join(lines)
+
+
 def _tables(net, x, steps, seed) -> str:
     g = loop_gain(net, x)
     floors = list(g["floored"])
@@ -125,6 +213,8 @@ def _tables(net, x, steps, seed) -> str:
         q = " | ".join(f"{v:.3f}" for v in s["quartiles"])
         lines.append(f"| {t} | {s['mean']:.3f} | {s['median']:.3f} | {s['pooled']:.3f} | {q} "
                      f"| {s['spikes']:.1f} |")
+    record = sorted({2, 4, 8, 16, 32, 64, 160, 400, steps - 1} & set(range(steps)))
+    lines += ["", relaxation_table(relaxation(net, x, steps, record=record, seed=seed))]
     return "\n".join(lines)
 
 
