@@ -96,6 +96,26 @@ def test_relaxation_splits_the_spike_error_into_rates_and_poisson_noise():
         relaxation(net, x, 5, record=(7,))
 
 
+def test_cli_tables_agree_with_the_functions(tmp_path, capsys):
+    # the command runs the simulator once for both tables; its rows are the functions' own
+    from networks import save_network
+    from train.data import load_dataset
+
+    net, _, _ = planted_network(input_dim=784, n_latents=20, n_active=3, seed=5)
+    path = save_network(net, tmp_path / "net.npz")
+    assert main([str(path), "--n", "6", "--steps", "20", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    x = load_dataset("mnist", "test").x[:6]
+    c = r2_by_contrast(net, x, 20, record=(16,), seed=2)[16]
+    assert f"| 16 | {c['mean']:.3f} | {c['median']:.3f} | {c['pooled']:.3f} |" in out
+    r = relaxation(net, x, 20, record=(2, 4, 8, 16, 19), seed=2)
+    for t in (2, 16, 19):
+        s = r[t]
+        assert (f"| {t} | {s['r2_spikes']:.3f} | {s['r2_rates']:.3f} | {s['noise_share']:.3f} | "
+                f"{s['zeros']:.3f} | {s['spikes']:.1f} |") in out
+    assert "| 160 |" not in out and "at t = 19 over the latents above 0.2" in out
+
+
 def test_cli_names_a_missing_file(tmp_path, capsys):
     assert main([str(tmp_path / "none.npz"), "--n", "2", "--steps", "3"]) == 1
     out = capsys.readouterr().out

@@ -64,6 +64,25 @@ def loop_gain(net, x: np.ndarray, *, potentials=(1.0, 2.0, 3.0, 4.0),
                 quiet_pixels=int(quiet.sum()), eta=eta, clamp_u=float(net.clamp_u))
 
 
+def _simulate_varied(net, x: np.ndarray, steps: int, record, seed: int, progress: bool):
+    """Run the reference simulator on the inputs of x (N, D) with non-zero variance.
+
+    Returns (x (M, D) those inputs, total (M,) Σ_d (x_d − x̄)² of each, the Trace keeping
+    the read-out at ``record``'s steps below ``steps``).  Inputs with zero variance are left
+    out, as in ``train.evaluate``: their R² is undefined.
+    """
+    from networks.simulate import simulate
+
+    x = np.asarray(x, dtype=np.float64)
+    record = sorted({int(t) for t in record if 0 <= int(t) < steps})
+    if not record:
+        raise ValueError(f"no recorded step lies in [0, {steps})")
+    total = ((x - x.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    keep = total > 0
+    x, total = x[keep], total[keep]
+    return x, total, simulate(net, x, steps, seed=seed, record=record, progress=progress)
+
+
 def r2_by_contrast(net, x: np.ndarray, steps: int, *, record=DEFAULT_STEPS, seed: int = 0,
                    progress: bool = False) -> dict:
     """R² of the spike read-out Φz_t by contrast quartile of the inputs x (N, D).
@@ -75,22 +94,18 @@ def r2_by_contrast(net, x: np.ndarray, steps: int, *, record=DEFAULT_STEPS, seed
     contrast quartile (lowest first) and ``spikes`` mean counts per step and input.
     Inputs with zero variance are left out, as in ``train.evaluate``.
     """
-    from networks.simulate import simulate
+    return _by_contrast(*_simulate_varied(net, x, steps, record, seed, progress))
 
-    x = np.asarray(x, dtype=np.float64)
-    record = sorted(int(t) for t in record if 0 <= int(t) < steps)
-    if not record:
-        raise ValueError(f"no recorded step lies in [0, {steps})")
-    centred = x - x.mean(axis=1, keepdims=True)
-    total = (centred ** 2).sum(axis=1)
-    keep = total > 0
-    trace = simulate(net, x[keep], steps, seed=seed, record=record, progress=progress)
-    x, total = x[keep], total[keep]
+
+def _by_contrast(x, total, trace, only=None) -> dict:
+    """:func:`r2_by_contrast` from a run (``_simulate_varied``'s), at its steps in ``only``."""
     contrast = np.sqrt(total)
     edges = np.quantile(contrast, [0.25, 0.5, 0.75])
     which = np.searchsorted(edges, contrast, side="right")                   # 0 … 3
-    out = dict(edges=edges, n=int(keep.sum()))
+    out = dict(edges=edges, n=len(x))
     for i, t in enumerate(trace.steps):
+        if only is not None and t not in only:
+            continue
         res = ((x - trace.recon[i]) ** 2).sum(axis=1)
         r2 = 1.0 - res / total
         out[int(t)] = dict(mean=float(r2.mean()), median=float(np.median(r2)),
@@ -129,7 +144,7 @@ def loop_spectrum(net, rate: np.ndarray, *, active_rate: float = 0.2) -> dict:
 
 
 def relaxation(net, x: np.ndarray, steps: int, *, record=DEFAULT_STEPS, seed: int = 0,
-               progress: bool = False, spectrum_n: int = 100) -> dict:
+               progress: bool = False, spectrum_n: int = 100, active_rate: float = 0.2) -> dict:
     """How inference of ``net`` on x (N, D) relaxes over ``steps`` steps (true counts).
 
     Returns a dict: ``error_gain`` η · mean_d σ_d⁻², ``leak`` the median of η·b_k,
@@ -137,37 +152,38 @@ def relaxation(net, x: np.ndarray, steps: int, *, record=DEFAULT_STEPS, seed: in
     mean over inputs of ``r2_spikes`` (Φz_t), ``r2_rates`` (Φe^{u_t}), ``noise_share``
     Σ_k e^{u_k}‖φ_k‖² / Σ_d(x_d − x̄)² (the expected R² the counts' Poisson noise costs),
     ``zeros`` the share of zero counts and ``spikes`` counts per step and input; and
-    ``spectrum`` the medians of :func:`loop_spectrum` at the last recorded step over the
-    first ``spectrum_n`` inputs (``mu_max``, ``tenfold``, ``active``).  Inputs with zero
-    variance are left out, as in ``train.evaluate``.
+    ``spectrum`` the medians of :func:`loop_spectrum` (at ``active_rate``) at the last
+    recorded step over the first ``spectrum_n`` inputs (``mu_max``, ``tenfold``,
+    ``active``).  Inputs with zero variance are left out, as in ``train.evaluate``.
     """
-    from networks.simulate import simulate
+    return _relaxation(net, *_simulate_varied(net, x, steps, record, seed, progress),
+                       spectrum_n=spectrum_n, active_rate=active_rate)
 
-    x = np.asarray(x, dtype=np.float64)
-    record = sorted(int(t) for t in record if 0 <= int(t) < steps)
-    if not record:
-        raise ValueError(f"no recorded step lies in [0, {steps})")
-    total = ((x - x.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    keep = total > 0
-    x, total = x[keep], total[keep]
-    trace = simulate(net, x, steps, seed=seed, record=record, progress=progress)
+
+def _relaxation(net, x, total, trace, *, spectrum_n: int, active_rate: float, only=None) -> dict:
+    """:func:`relaxation` from a run (``_simulate_varied``'s), at its steps in ``only``."""
+    from train.evaluate import r2_curve
+
     phi = np.asarray(net.phi, dtype=np.float64)
     col_norm2 = (phi ** 2).sum(axis=0)                                      # (K,)
     eta = float(np.exp(net.log_eta))
     out = dict(eta=eta, error_gain=eta * float(np.exp(-2.0 * np.asarray(net.log_sigma)).mean()),
                leak=float(np.median(eta * np.exp(np.asarray(net.log_bias)))),
-               sigma=float(np.median(np.exp(np.asarray(net.log_sigma)))), n=int(keep.sum()))
+               sigma=float(np.median(np.exp(np.asarray(net.log_sigma)))), n=len(x))
+    rates = np.exp(trace.u[:len(trace.steps)])                              # (S, N, K)
+    r2_spikes = r2_curve(x, trace.step_mse[trace.steps])
+    r2_rates = r2_curve(x, ((x - rates @ phi.T) ** 2).mean(axis=2))
     for i, t in enumerate(trace.steps):
-        rate = np.exp(trace.u[i])                                           # (N, K)
-        r2 = lambda recon: float((1.0 - ((x - recon) ** 2).sum(axis=1) / total).mean())  # noqa: E731
-        out[int(t)] = dict(r2_spikes=r2(trace.recon[i]), r2_rates=r2(rate @ phi.T),
-                           noise_share=float(((rate @ col_norm2) / total).mean()),
-                           zeros=float((trace.spikes[i] == 0).mean()),
+        if only is not None and t not in only:
+            continue
+        out[int(t)] = dict(r2_spikes=float(r2_spikes[i]), r2_rates=float(r2_rates[i]),
+                           noise_share=float(((rates[i] @ col_norm2) / total).mean()),
+                           zeros=float(trace.step_zeros[t].mean()),
                            spikes=float(trace.spikes[i].sum(axis=1).mean()))
-    spec = loop_spectrum(net, np.exp(trace.u[len(trace.steps) - 1][:spectrum_n]))
+    spec = loop_spectrum(net, rates[-1][:spectrum_n], active_rate=active_rate)
     out["spectrum"] = {k: float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan")
                        for k, v in spec.items()}
-    out["spectrum"]["t"] = int(trace.steps[-1])
+    out["spectrum"].update(t=int(trace.steps[-1]), active_rate=float(active_rate))
     return out
 
 
@@ -182,7 +198,8 @@ def relaxation_table(r: dict) -> str:
         lines.append(f"| {t} | {s['r2_spikes']:.3f} | {s['r2_rates']:.3f} | "
                      f"{s['noise_share']:.3f} | {s['zeros']:.3f} | {s['spikes']:.1f} |")
     sp = r["spectrum"]
-    lines += ["", f"Linearised at t = {sp['t']} over the latents above 0.2 spikes per step (median "
+    lines += ["", f"Linearised at t = {sp['t']} over the latents above {sp['active_rate']:g} spikes "
+              f"per step (median "
               f"{sp['active']:.0f}; medians over inputs): fastest mode η·μ_max = {sp['mu_max']:.3g} "
               f"(stable below 2), slowest mode shrinks tenfold in {sp['tenfold']:.4g} steps."]
     return "\n".join(lines)
@@ -202,7 +219,9 @@ def _tables(net, x, steps, seed) -> str:
               + ", ".join(f"{v:.2f}" for v in g["u_star"][order])
               + "; share of their gain from quiet pixels = "
               + ", ".join(f"{v:.2f}" for v in g["quiet_share"][order]), ""]
-    r = r2_by_contrast(net, x, steps, seed=seed)
+    relax_steps = {2, 4, 8, 16, 32, 64, 160, 400, steps - 1}
+    run = _simulate_varied(net, x, steps, relax_steps | set(DEFAULT_STEPS), seed, False)
+    r = _by_contrast(*run, only=set(DEFAULT_STEPS))
     e = r["edges"]
     lines += [f"R² of the spike read-out by contrast quartile ({r['n']} inputs; quartile "
               f"edges of ‖x − x̄‖: {e[0]:.3g}, {e[1]:.3g}, {e[2]:.3g}):", "",
@@ -213,8 +232,8 @@ def _tables(net, x, steps, seed) -> str:
         q = " | ".join(f"{v:.3f}" for v in s["quartiles"])
         lines.append(f"| {t} | {s['mean']:.3f} | {s['median']:.3f} | {s['pooled']:.3f} | {q} "
                      f"| {s['spikes']:.1f} |")
-    record = sorted({2, 4, 8, 16, 32, 64, 160, 400, steps - 1} & set(range(steps)))
-    lines += ["", relaxation_table(relaxation(net, x, steps, record=record, seed=seed))]
+    lines += ["", relaxation_table(_relaxation(net, *run, spectrum_n=100, active_rate=0.2,
+                                                only=relax_steps))]
     return "\n".join(lines)
 
 
