@@ -87,6 +87,9 @@ def test_relaxation_splits_the_spike_error_into_rates_and_poisson_noise():
     eta = np.exp(net.log_eta)
     assert r["error_gain"] == pytest.approx(eta * np.exp(-2 * net.log_sigma).mean())
     assert r["leak"] == pytest.approx(np.median(eta * np.exp(net.log_bias)))
+    assert r["atom"] == pytest.approx(0.1)                 # planted_network's column norm
+    assert r["spike_gain"] == pytest.approx(eta * 0.01)    # σ = 1: η ‖φ_k‖²
+    assert r["drive"] == pytest.approx(eta * 0.1) and r["u0"] == pytest.approx(-3.0)
     spec = loop_spectrum(net, np.exp(trace.u[1][:100]))
     assert r["spectrum"]["t"] == 11
     assert r["spectrum"]["mu_max"] == pytest.approx(np.nanmedian(spec["mu_max"]))

@@ -148,7 +148,9 @@ def relaxation(net, x: np.ndarray, steps: int, *, record=DEFAULT_STEPS, seed: in
     """How inference of ``net`` on x (N, D) relaxes over ``steps`` steps (true counts).
 
     Returns a dict: ``error_gain`` η · mean_d σ_d⁻², ``leak`` the median of η·b_k,
-    ``sigma`` the median σ_d, ``eta``, and per recorded step t (< ``steps``) a dict with the
+    ``sigma`` the median σ_d, ``eta``, the medians over latents k of ``atom`` ‖φ_k‖,
+    ``spike_gain`` η Σ_d φ_dk²/σ_d² (what one spike feeds back to its own potential),
+    ``drive`` η ‖φ_k/σ²‖ (the input's push per unit of input) and ``u0``; and per recorded step t (< ``steps``) a dict with the
     mean over inputs of ``r2_spikes`` (Φz_t), ``r2_rates`` (Φe^{u_t}), ``noise_share``
     Σ_k e^{u_k}‖φ_k‖² / Σ_d(x_d − x̄)² (the expected R² the counts' Poisson noise costs),
     ``zeros`` the share of zero counts and ``spikes`` counts per step and input; and
@@ -166,10 +168,15 @@ def _relaxation(net, x, total, trace, *, spectrum_n: int, active_rate: float, on
 
     phi = np.asarray(net.phi, dtype=np.float64)
     col_norm2 = (phi ** 2).sum(axis=0)                                      # (K,)
+    inv_var = np.exp(-2.0 * np.asarray(net.log_sigma, dtype=np.float64))
     eta = float(np.exp(net.log_eta))
-    out = dict(eta=eta, error_gain=eta * float(np.exp(-2.0 * np.asarray(net.log_sigma)).mean()),
+    out = dict(eta=eta, error_gain=eta * float(inv_var.mean()),
                leak=float(np.median(eta * np.exp(np.asarray(net.log_bias)))),
-               sigma=float(np.median(np.exp(np.asarray(net.log_sigma)))), n=len(x))
+               sigma=float(np.median(np.exp(np.asarray(net.log_sigma)))), n=len(x),
+               atom=float(np.median(np.sqrt(col_norm2))),
+               spike_gain=float(np.median(eta * (phi ** 2 * inv_var[:, None]).sum(axis=0))),
+               drive=float(np.median(eta * np.linalg.norm(phi * inv_var[:, None], axis=0))),
+               u0=float(np.median(net.u0)))
     rates = np.exp(trace.u[:len(trace.steps)])                              # (S, N, K)
     r2_spikes = r2_curve(x, trace.step_mse[trace.steps])
     r2_rates = r2_curve(x, ((x - rates @ phi.T) ** 2).mean(axis=2))
@@ -190,7 +197,10 @@ def _relaxation(net, x, total, trace, *, spectrum_n: int, active_rate: float, on
 def relaxation_table(r: dict) -> str:
     """:func:`relaxation`'s result as a Markdown table with its constants above it."""
     lines = [f"Relaxation ({r['n']} inputs; η = {r['eta']:.3g}, median σ = {r['sigma']:.3g}, "
-             f"error gain η·mean σ⁻² = {r['error_gain']:.3g}, leak η·b = {r['leak']:.3g}):", "",
+             f"error gain η·mean σ⁻² = {r['error_gain']:.3g}, leak η·b = {r['leak']:.3g}; "
+             f"medians over latents: ‖φ_k‖ = {r['atom']:.3g}, per-spike loop gain "
+             f"η Σ φ²/σ² = {r['spike_gain']:.3g}, drive η ‖φ/σ²‖ = {r['drive']:.3g}, "
+             f"u₀ = {r['u0']:.3g}):", "",
              "| t | R² spikes | R² rates | noise share | zeros | spikes/step |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for t in sorted(k for k in r if isinstance(k, int)):
