@@ -241,6 +241,23 @@ def test_amortized_vae_learns_and_reports_finite_metrics(digits, kind):
         assert out["sparsity"] == 0.0                       # a Gaussian code has no zeros
 
 
+def test_amortized_poisson_prior_that_fires_learns_more_than_a_silent_one():
+    """The documented reason for U0_INIT: from the iP-VAE's silent prior U(−6, −4) the
+    relaxed sampler gives the encoder's latents almost no gradient, and the code learns less
+    (R² 0.17 against 0.24 on this machine, 0.41 against 0.64 at full size)."""
+    from train.baselines.amortized import U0_INIT, train_amortized
+    from train.data import load_dataset
+
+    train = load_dataset("mnist", "train").head(1000)
+    test = load_dataset("mnist", "test").head(200)
+    r2 = {u0: train_amortized(train, kind="poisson", latents=64, epochs=10, batch=50,
+                              hidden=128, seed=0, u0_init=u0, progress=False
+                              ).metrics(test.x)["r2"]
+          for u0 in (U0_INIT, -5.0)}
+    assert U0_INIT > -4.0
+    assert r2[U0_INIT] > r2[-5.0] + 0.03, r2
+
+
 def test_amortized_refuses_bad_input(digits):
     from train.baselines.amortized import train_amortized
 
@@ -253,6 +270,8 @@ def test_amortized_refuses_bad_input(digits):
         train_amortized(np.ones((10, 4)), kind="poisson", latents=4, epochs=1)
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         train_amortized(train, kind="gaussian", latents=4, epochs=1, beta=float("nan"))
+    with pytest.raises(ValueError, match=r"u0_init must be in \[-8, 5\]"):
+        train_amortized(train, kind="poisson", latents=4, epochs=1, u0_init=9.0)
     from train.baselines.amortized import AmortizedVAE
 
     model = AmortizedVAE(784, 4, "poisson", hidden=8)

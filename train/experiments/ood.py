@@ -178,14 +178,15 @@ def run(ctx: common.Context) -> dict:
     beats = [e["set"] for *_, e in results if e["ipvae_beats_amortized_mse"]]
     loses = [e["set"] for *_, e in results if not e["ipvae_beats_amortized_mse"]]
     numbers = dict(model=common.health(tr), steps=steps, marks=marks,
-                   amortized=dict(kind="poisson", epochs=size["amortized_epochs"],
+                   amortized=dict(kind="poisson", epochs=size["amortized_epochs"], beta=am.beta,
                                   history_epoch_loss=getattr(am, "history", {}).get("epoch_loss")),
                    sets=[e for *_, e in results], ipvae_beats_amortized_on=beats,
                    amortized_beats_ipvae_on=loses, claims=claims, figures=figures, sizes=size)
     md = [f"# ood (Figs. 2b, 3, 4){' — quick sizes' if ctx.quick else ''}", "",
           f"An MNIST-trained iP-VAE ({tr.label}, K={net.n_latents}), not retrained, on the "
           f"reference simulator to t={steps}; the amortized Poisson VAE (same K, decoder and "
-          "loss; one encoder pass) trained on the same digits. Letters are rendered from "
+          f"loss at β = {am.beta:g}, the ELBO; one encoder pass; {size['amortized_epochs']} "
+          "epochs) trained on the same digits. Letters are rendered from "
           "matplotlib's DejaVu fonts, a stand-in for EMNIST letters. Probe: logistic "
           "regression on the rates, fit on upright MNIST training digits (rotated, 8x8) or on "
           "80% of the letters (letters), never refitted per rotation.", "",
