@@ -144,8 +144,8 @@ class TrainConfig:
                                       rule="positive", words=("data",), metavar="SIGMA")
     sigma_warmup: float = setting(0.0, "schedule", "fraction of the iterations with σ held "
                                   "at its initial value", rule="fraction", metavar="FRACTION")
-    u0_init: float = setting(-5.0, "model", "the prior's potentials u0 start uniform in "
-                             "U ± 1", metavar="U")
+    u0_init: float = setting(-2.0, "model", "the prior's potentials u0 start uniform in "
+                             "U ± 1 (the authors: -5, a silent start)", metavar="U")
     fit_prior: bool = setting(True, "model", "learn the prior's potentials u0, as the "
                               "authors do (--no-fit-prior keeps their first draw)")
     beta_t_ref: float | None = setting(16.0, "loss", "β is scaled by (T_train / T)^P so that "

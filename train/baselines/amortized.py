@@ -20,13 +20,13 @@ an encoder instead of T steps of membrane dynamics.
   small steps pays far less KL than the one jump from u₀ an encoder makes; at β = 8 the
   amortised code reached R² 0.38 where β = 1 reached 0.64 (40 epochs on the embedded
   digits, K = 512, the prior below). The prior's potentials start at U0_INIT ± 1 = U(−3,
-  −1), not the iP-VAE's U(−6, −4): the relaxed sampler gives a latent that almost never
-  fires almost no gradient, and from U(−6, −4) most of the encoder's latents stayed silent
-  for good (sparsity 0.98, R² 0.41 after 40 epochs, 0.56 after 100) where U(−3, −1) reached
-  R² 0.64 at sparsity 0.88. Codes are spike counts drawn at temperature 0 from the shared
-  uniforms of design §2.2 (input n: stream (seed, n), the draw the iP-VAE's step 0 uses),
-  reconstructions Φ z: the iP-VAE's "from spikes" metrics. ``codes(x, rates=True)`` gives
-  e^u instead.
+  −1), as the iP-VAE's do, not at the authors' U(−6, −4): the relaxed sampler gives a
+  latent that almost never fires almost no gradient, and from U(−6, −4) most of the
+  encoder's latents stayed silent for good (sparsity 0.98, R² 0.41 after 40 epochs, 0.56
+  after 100) where U(−3, −1) reached R² 0.64 at sparsity 0.88. Codes are spike counts drawn
+  at temperature 0 from the shared uniforms of design §2.2 (input n: stream (seed, n), the
+  draw the iP-VAE's step 0 uses), reconstructions Φ z: the iP-VAE's "from spikes" metrics.
+  ``codes(x, rates=True)`` gives e^u instead.
 - Gaussian: the MLP gives (μ, log s²) (K each), z = μ + s ε, prior N(0, I), loss
   NLL + β KL(N(μ, s²) ‖ N(0, I)) with β = 1 (the standard VAE) unless given. Codes are
   the posterior means μ, reconstructions Φ μ. A Gaussian code has no exact zeros: its

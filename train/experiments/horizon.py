@@ -61,7 +61,9 @@ def settings_text(cfg) -> str:
     recon = {"mean": "averaged over the unrolled steps", "linear": "weighted by step",
              "last": "at the last unrolled step only"}[cfg.loss_steps]
     return (f"β = {cfg.beta:g} ({scaling}), reconstruction term {recon}, clamp ceilings "
-            f"{cfg.clamp_u:g}/{cfg.clamp_du:g}, temperature floor {cfg.temp_stop:g}")
+            f"{cfg.clamp_u:g}/{cfg.clamp_du:g}, temperature floor {cfg.temp_stop:g}, prior u₀ "
+            f"from U({cfg.u0_init - 1:g}, {cfg.u0_init + 1:g})"
+            f"{' (learned)' if cfg.fit_prior else ' (held)'}")
 
 
 def check(c, t_train) -> dict:
