@@ -124,18 +124,22 @@ class IPVAEModel(nn.Module):
     decoder : "linear" (exportable) | "mlp" | "conv".
     clamp_u, clamp_du : final soft ceilings (the trainer ramps them up from 2).
     width : relaxed-sampler width.  seed : initialisation seed.
+    u0_init : the prior's potentials u₀ start uniform in u0_init ± 1 (the authors' −5:
+    U(−6, −4), the latent's own draw, shifted to the range asked for).
     dtype : torch.float32 for training, float64 for exact comparisons.
     """
 
     def __init__(self, input_dim: int, n_latents: int = 512, *, input_shape=None,
                  decoder: str = "linear", clamp_u: float = 8.0, clamp_du: float = 7.0,
                  width: int = DEFAULT_WIDTH, seed: int = 0, hidden: int = 512,
-                 dtype=torch.float32):
+                 u0_init: float = -5.0, dtype=torch.float32):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; expected one of {DECODERS}")
         if input_dim < 1 or n_latents < 1:
             raise ValueError(f"input_dim and n_latents must be >= 1, got {input_dim}, {n_latents}")
+        if not -8.0 <= u0_init <= 5.0:
+            raise ValueError(f"u0_init must be in [-8, 5], got {u0_init}")
         g = torch.Generator().manual_seed(int(seed))
         self.input_dim, self.n_latents, self.decoder_kind = int(input_dim), int(n_latents), decoder
         self.input_shape = tuple(input_shape) if input_shape is not None else (int(input_dim),)
@@ -150,6 +154,9 @@ class IPVAEModel(nn.Module):
         self.log_sigma_raw = nn.Parameter(torch.zeros(input_dim, dtype=dtype))
         self.latent = PoissonLatent(n_latents, log_bias=-3.0, log_eta=0.0, clamp_u=clamp_u,
                                     clamp_du=clamp_du, width=width, generator=g, dtype=dtype)
+        if u0_init != -5.0:
+            with torch.no_grad():
+                self.latent.u0.add_(float(u0_init) + 5.0)
         self.final_clamp_u, self.final_clamp_du = float(clamp_u), float(clamp_du)
 
     # --- parameters -------------------------------------------------------------------------

@@ -220,12 +220,10 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, dataset=None, test_dat
     input_shape = tuple(getattr(data, "input_shape", (d,)))
 
     model = IPVAEModel(d, cfg.latents, input_shape=input_shape, decoder=cfg.decoder,
-                       clamp_u=cfg.clamp_u, clamp_du=cfg.clamp_du, width=cfg.width, seed=cfg.seed)
+                       clamp_u=cfg.clamp_u, clamp_du=cfg.clamp_du, width=cfg.width, seed=cfg.seed,
+                       u0_init=cfg.u0_init)
     if state is None:
         init_sigma(model, cfg.sigma_init, x_all)
-        if cfg.u0_init != -5.0:  # (the model's own draw is U(−6, −4))
-            with torch.no_grad():
-                model.latent.u0.add_(cfg.u0_init + 5.0)
     model.latent.u0.requires_grad_(cfg.fit_prior)
     opt = torch.optim.Adamax([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                              betas=tuple(cfg.adam_betas),

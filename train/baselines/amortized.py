@@ -96,12 +96,8 @@ class AmortizedVAE(nn.Module):
             raise ValueError(f"beta must be a finite number > 0, got {beta}")
         self.kind, self.beta, self.kl_form, self.seed = kind, float(beta), kl_form, int(seed)
         self.core = IPVAEModel(input_dim, n_latents, input_shape=input_shape, decoder="linear",
-                               clamp_u=clamp_u, clamp_du=clamp_du, seed=seed)
+                               clamp_u=clamp_u, clamp_du=clamp_du, seed=seed, u0_init=u0_init)
         self.input_dim, self.n_latents = self.core.input_dim, self.core.n_latents
-        if not -8.0 <= u0_init <= 5.0:
-            raise ValueError(f"u0_init must be in [-8, 5], got {u0_init}")
-        with torch.no_grad():                  # the core drew U(−6, −4): shift it to U ± 1
-            self.core.latent.u0.add_(float(u0_init) + 5.0)
         g = torch.Generator().manual_seed(int(seed) + 1)
         out = n_latents if kind == "poisson" else 2 * n_latents
         self.encoder = nn.Sequential(nn.Linear(input_dim, hidden), nn.SiLU(),
